@@ -1,0 +1,1 @@
+"""Building blocks shared by Mimi, the LM and the STT model. No I/O here."""

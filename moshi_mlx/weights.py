@@ -1,0 +1,97 @@
+"""Weight files: safe safetensors reads, strict loading into a module, Hugging Face downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .errors import WeightsError
+
+MAX_KEYS_SHOWN = 5
+
+
+def load_safetensors(path: str | Path) -> dict[str, mx.array]:
+    """Read every tensor of a safetensors file, with a clear error for a bad path or format."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path}")
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: expected a .safetensors file")
+    try:
+        return mx.load(str(path), format="safetensors")
+    except Exception as exc:  # mlx raises plain RuntimeError/ValueError for corrupt files
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def _first(keys: set[str]) -> str:
+    shown = sorted(keys)[:MAX_KEYS_SHOWN]
+    more = f" (+{len(keys) - len(shown)} more)" if len(keys) > len(shown) else ""
+    return ", ".join(shown) + more
+
+
+def check_weights(
+    expected: dict[str, tuple[int, ...]], weights: dict[str, mx.array], source: str | Path
+) -> None:
+    """Raise one WeightsError naming `source` and the first missing/unexpected/misshapen keys."""
+    missing = expected.keys() - weights.keys()
+    unexpected = weights.keys() - expected.keys()
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    if problems:
+        raise WeightsError(f"{source}: does not match the model; " + "; ".join(problems))
+    bad = [
+        f"{k} has shape {tuple(weights[k].shape)}, expected {expected[k]}"
+        for k in sorted(expected)
+        if tuple(weights[k].shape) != tuple(expected[k])
+    ]
+    if bad:
+        more = f" (+{len(bad) - MAX_KEYS_SHOWN} more)" if len(bad) > MAX_KEYS_SHOWN else ""
+        raise WeightsError(
+            f"{source}: shape mismatch: " + "; ".join(bad[:MAX_KEYS_SHOWN]) + more
+        )
+
+
+def load_strict(model: nn.Module, weights: dict[str, mx.array], source: str | Path) -> None:
+    """Load `weights` into `model` after checking that keys and shapes match exactly."""
+    expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    check_weights(expected, weights, source)
+    model.load_weights(list(weights.items()), strict=True)
+
+
+def hub_file(repo: str, filename: str, offline: bool = False) -> Path:
+    """Return the local path of `filename` from Hugging Face repo `repo`, downloading if needed.
+
+    Downloads show a progress bar and resume if interrupted; with `offline` (or
+    HF_HUB_OFFLINE=1) only the local cache is used.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        if offline:
+            raise WeightsError(
+                f"{repo}/{filename} is not in the Hugging Face cache and offline mode is on; "
+                "run once online or pass a local file"
+            ) from None
+        raise WeightsError(
+            f"could not download {repo}/{filename}: no network and not cached; "
+            "connect to the internet or pass a local file"
+        ) from None
+    except EntryNotFoundError:
+        raise WeightsError(f"{repo} has no file {filename}") from None
+    except KeyboardInterrupt:
+        raise WeightsError(
+            f"download of {repo}/{filename} interrupted; run again to resume"
+        ) from None
+    except Exception as exc:  # repository missing, gated, HTTP errors
+        raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
