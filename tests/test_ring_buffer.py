@@ -142,6 +142,7 @@ def test_concurrent_producer_consumer_preserves_the_sequence():
     rb = RingBuffer(capacity)
     accepted: list[np.ndarray] = []
     received: list[np.ndarray] = []
+    shortfall = [0]
     producer_done = threading.Event()
     rng = np.random.default_rng(0)
     chunk_sizes = rng.integers(1, 40, size=total).tolist()
@@ -170,6 +171,7 @@ def test_concurrent_producer_consumer_preserves_the_sequence():
             if i % 3 == 0:
                 n = rb.read_into(out[:size])
                 received.append(out[:n].copy())
+                shortfall[0] += size - n
             else:
                 got = rb.read(min(size, capacity))
                 if got is not None:
@@ -194,6 +196,7 @@ def test_concurrent_producer_consumer_preserves_the_sequence():
     # Everything accepted arrives once, in order; everything else was counted as dropped.
     np.testing.assert_array_equal(got, sent)
     assert sent.size + rb.overflows == total
+    assert rb.underruns == shortfall[0]
     assert rb.available == 0
     # Samples are unique and increasing: nothing duplicated or reordered.
     assert np.all(np.diff(got) > 0)
