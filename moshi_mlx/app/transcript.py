@@ -1,0 +1,85 @@
+"""Moshi's text stream, step by step, and the words and lines it forms (JSON and plain text)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LINE_PAUSE_S = 1.5  # a pause this long between words starts a new line in the text transcript
+
+
+@dataclass
+class Word:
+    """One word Moshi said: when its first piece came, its text, when its last piece came."""
+
+    time: float
+    text: str
+    end: float
+
+
+class Transcript:
+    """Every LM step's text token and audio codes, plus the words they spell.
+
+    `to_json()` gives the shared schema: "frames" (one object per step, in order) and
+    "words" ({"time", "text"} per word); `to_text()` gives timestamped lines.
+    """
+
+    def __init__(self, frame_seconds: float) -> None:
+        self.frame_seconds = frame_seconds
+        self.frames: list[dict] = []
+        self.words: list[Word] = []
+        self._new_word = True  # the next piece starts a word (start, or after a lone space)
+
+    def add(
+        self, step: int, text_token: int, text: str, audio_codes: np.ndarray | None
+    ) -> None:
+        """Record one LM step; `text` is the decoded piece ("" for padding)."""
+        time = round(step * self.frame_seconds, 3)
+        self.frames.append(
+            {
+                "step": step,
+                "time": time,
+                "text_token": int(text_token),
+                "text": text,
+                "audio_codes": None if audio_codes is None else [int(c) for c in audio_codes],
+            }
+        )
+        if not text:
+            return
+        self._new_word |= text[0].isspace()
+        piece = text.strip()
+        if not piece:
+            return
+        if self._new_word:
+            self.words.append(Word(time, piece, time))
+        else:
+            self.words[-1].text += piece
+            self.words[-1].end = time
+        self._new_word = text[-1].isspace()
+
+    def to_json(self) -> dict:
+        """The transcript in the shared JSON schema."""
+        return {
+            "frame_seconds": self.frame_seconds,
+            "frames": self.frames,
+            "words": [{"time": w.time, "text": w.text} for w in self.words],
+        }
+
+    def to_text(self) -> str:
+        """One line per stretch of speech, each starting with its [mm:ss.ss] time."""
+        lines: list[str] = []
+        previous: Word | None = None
+        for word in self.words:
+            if previous is None or word.time - previous.end > LINE_PAUSE_S:
+                lines.append(f"[{format_time(word.time)}] {word.text}")
+            else:
+                lines[-1] += f" {word.text}"
+            previous = word
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+def format_time(seconds: float) -> str:
+    """mm:ss.ss (minutes grow past 59 rather than adding hours)."""
+    minutes, rest = divmod(seconds, 60.0)
+    return f"{int(minutes):02d}:{rest:05.2f}"

@@ -1,0 +1,326 @@
+"""Which weight files to load: official Hugging Face repos, local overrides, and a memory check.
+
+`--voice moshiko|moshika` and `--quantized 4|8|bf16` name one of Kyutai's MLX repos
+(`kyutai/<voice>-mlx-<q>`); `--hf-repo` replaces the repo; `--moshi-weight`,
+`--mimi-weight`, `--tokenizer`, `--lm-config`, `--mimi-config` replace single files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError, WeightsError
+from .weights import hub_file
+
+VOICES = ("moshiko", "moshika")
+TOKENIZER_FILENAME = "tokenizer_spm_32k_3.model"
+REPO_CONFIG_FILENAME = "config.json"
+MIMI_FILENAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
+GB = 1e9
+MEMORY_OVERHEAD = 1.10  # activations, Mimi state and allocator slack on top of weights + KV cache
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+_SAFETENSORS_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "U32": 4, "I32": 4}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """One published weight format: its flag value, repo suffix, file name and bit layout."""
+
+    flag: str
+    repo_suffix: str
+    filename: str
+    bits: int | None  # None: plain bf16 weights
+    group_size: int | None
+    bits_per_weight: float  # storage cost, including the per-group scales and biases
+
+    @property
+    def quantize(self) -> tuple[int, int] | None:
+        """(bits, group_size) for the loader, or None for plain weights."""
+        return None if self.bits is None else (self.bits, self.group_size)
+
+
+QUANTIZATIONS = {
+    "4": Quantization("4", "q4", "model.q4.safetensors", 4, 32, 4 + 2 * 16 / 32),
+    "8": Quantization("8", "q8", "model.q8.safetensors", 8, 64, 8 + 2 * 16 / 64),
+    "bf16": Quantization("bf16", "bf16", "model.safetensors", None, None, 16),
+}
+DEFAULT_VOICE = "moshiko"
+DEFAULT_QUANTIZED = "4"
+
+
+@dataclass(frozen=True)
+class WeightRequest:
+    """What the user asked for on the command line (None = not given)."""
+
+    voice: str = DEFAULT_VOICE
+    quantized: str | None = None
+    hf_repo: str | None = None
+    moshi_weight: Path | None = None
+    mimi_weight: Path | None = None
+    mimi_config: Path | None = None
+    tokenizer: Path | None = None
+    lm_config: Path | None = None
+    offline: bool = False
+    dtype: str = "bfloat16"
+    memory_check: bool = True
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Local paths of every file a Moshi session needs."""
+
+    lm_weight: Path
+    lm_config: Path | None  # None: the official Moshi 7B config
+    mimi_weight: Path
+    mimi_config: Path | None  # None: the official Mimi config
+    tokenizer: Path
+    quantization: Quantization | None  # the format the file must have; None = as stored
+    dtype: str
+
+
+def official_repo(voice: str, quantized: str) -> str:
+    """Kyutai's MLX repo for a voice and quantization, e.g. kyutai/moshiko-mlx-q4."""
+    return f"kyutai/{voice}-mlx-{QUANTIZATIONS[quantized].repo_suffix}"
+
+
+def quantization_for(flag: str) -> Quantization:
+    """The Quantization of a `--quantized` value, or a ConfigError listing the valid ones."""
+    if flag not in QUANTIZATIONS:
+        raise ConfigError(
+            f"--quantized {flag} is not supported; use one of {', '.join(QUANTIZATIONS)}"
+        )
+    return QUANTIZATIONS[flag]
+
+
+def _is_offline(request: WeightRequest) -> bool:
+    return request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def _local_file(path: Path, flag: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{flag} {path}: file not found")
+    return path
+
+
+def _optional_hub_file(repo: str, filename: str, offline: bool) -> Path | None:
+    """A repo file that may legitimately be absent (None when absent or unreachable)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=offline))
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        return None
+    except KeyboardInterrupt:
+        raise WeightsError(f"download of {repo}/{filename} interrupted; run again") from None
+    except Exception as exc:  # unknown or gated repository, HTTP errors
+        raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
+
+
+def _read_json(path: Path, flag: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag} {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{flag} {path}: expected a JSON object")
+    return data
+
+
+def resolve_checkpoint(request: WeightRequest, available: int | None = None) -> Checkpoint:
+    """Find (downloading if allowed) every file, checking first that the model fits in memory.
+
+    `available` overrides the measured free memory in bytes (for tests).
+    """
+    if request.voice not in VOICES:
+        raise ConfigError(f"--voice {request.voice} is unknown; use one of {', '.join(VOICES)}")
+    if request.dtype not in DTYPE_BYTES:
+        raise ConfigError(
+            f"--dtype {request.dtype} is not supported; use one of {', '.join(DTYPE_BYTES)}"
+        )
+    quant = quantization_for(request.quantized or DEFAULT_QUANTIZED)
+    offline = _is_offline(request)
+    repo = request.hf_repo or official_repo(request.voice, quant.flag)
+
+    if request.lm_config is not None:
+        lm_config = _local_file(request.lm_config, "--lm-config")
+    elif request.moshi_weight is not None:
+        lm_config = None
+    else:
+        lm_config = _optional_hub_file(repo, REPO_CONFIG_FILENAME, offline)
+    names = _read_json(lm_config, "--lm-config") if lm_config is not None else {}
+
+    def fetch(local: Path | None, flag: str, name_key: str, default: str) -> Path:
+        if local is not None:
+            return _local_file(local, flag)
+        return hub_file(repo, names.get(name_key, default), offline=offline)
+
+    mimi_config = (
+        _local_file(request.mimi_config, "--mimi-config") if request.mimi_config else None
+    )
+    tokenizer = fetch(request.tokenizer, "--tokenizer", "tokenizer_name", TOKENIZER_FILENAME)
+    mimi_weight = fetch(request.mimi_weight, "--mimi-weight", "mimi_name", MIMI_FILENAME)
+    official = request.moshi_weight is None and request.hf_repo is None
+    expected = quant if request.quantized is not None or official else None
+    if request.memory_check:
+        lm_name = names.get("moshi_name", quant.filename)
+        lm_bytes = _lm_weight_bytes(request, repo, lm_name, quant, offline)
+        if lm_bytes is not None:
+            stored = expected or _stored_quantization(request.moshi_weight, quant)
+            check_memory(
+                estimate_memory(lm_bytes, lm_config, mimi_weight, request.dtype, stored),
+                stored,
+                available_memory() if available is None else available,
+            )
+    lm_weight = fetch(request.moshi_weight, "--moshi-weight", "moshi_name", quant.filename)
+    return Checkpoint(
+        lm_weight, lm_config, mimi_weight, mimi_config, tokenizer, expected, request.dtype
+    )
+
+
+def _stored_quantization(path: Path | None, guess: Quantization) -> Quantization:
+    """Plain weights if the file holds only float tensors, else `guess` (for estimates only)."""
+    if path is not None and _safetensors_float_bytes(Path(path)) is not None:
+        return QUANTIZATIONS["bf16"]
+    return guess
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes a session needs: LM and Mimi weights and the LM's attention cache."""
+
+    lm_weights: float
+    mimi_weights: float
+    kv_cache: float
+    lm_params: float  # parameter count, to price the other quantizations
+
+    @property
+    def total(self) -> float:
+        return (self.lm_weights + self.mimi_weights + self.kv_cache) * MEMORY_OVERHEAD
+
+    def as_quantization(self, quant: Quantization) -> MemoryEstimate:
+        """The same session with the LM stored as `quant`."""
+        lm = self.lm_params * quant.bits_per_weight / 8
+        return MemoryEstimate(lm, self.mimi_weights, self.kv_cache, self.lm_params)
+
+
+def _lm_weight_bytes(
+    request: WeightRequest, repo: str, filename: str, quant: Quantization, offline: bool
+) -> float | None:
+    """Size of the LM weights in memory at the chosen dtype, before downloading them."""
+    if request.moshi_weight is not None:
+        path = _local_file(request.moshi_weight, "--moshi-weight")
+        return _in_memory_bytes(path, request.dtype)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, filename)
+    if isinstance(cached, str):
+        return _in_memory_bytes(Path(cached), request.dtype)
+    if offline:
+        return None  # the download step reports the missing file
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        size = get_hf_file_metadata(hf_hub_url(repo, filename)).size
+    except Exception:  # no network: the download step says so
+        return None
+    if size is None:
+        return None
+    scale = DTYPE_BYTES[request.dtype] / 2 if quant.bits is None else 1.0
+    return size * scale  # official unquantized files are bf16
+
+
+def _in_memory_bytes(path: Path, dtype: str) -> float:
+    """File size, rescaled when plain float tensors will be cast to `dtype`."""
+    size = path.stat().st_size
+    stored = _safetensors_float_bytes(path)
+    if stored is None:
+        return float(size)
+    return size * DTYPE_BYTES[dtype] / stored
+
+
+def _safetensors_float_bytes(path: Path) -> int | None:
+    """Bytes per element of an unquantized safetensors file (None if quantized/unknown)."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, struct.error):
+        return None
+    dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    if "U32" in dtypes or len(dtypes) != 1:
+        return None  # packed quantized weights keep their size
+    return _SAFETENSORS_DTYPE_BYTES.get(dtypes.pop())
+
+
+def _kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
+    """Keys and values of every temporal layer over the whole context window."""
+    from .lm import LmConfig
+
+    cfg = LmConfig.from_json(lm_config) if lm_config is not None else LmConfig.moshi_7b()
+    return 2 * cfg.num_layers * cfg.context * cfg.dim * DTYPE_BYTES[dtype]
+
+
+def estimate_memory(
+    lm_bytes: float, lm_config: Path | None, mimi_weight: Path, dtype: str, quant: Quantization
+) -> MemoryEstimate:
+    """Estimate the memory of a session from the weight sizes and the LM config."""
+    bits = quant.bits_per_weight if quant.bits else 8 * DTYPE_BYTES[dtype]
+    return MemoryEstimate(
+        lm_weights=lm_bytes,
+        mimi_weights=mimi_weight.stat().st_size,
+        kv_cache=_kv_cache_bytes(lm_config, dtype),
+        lm_params=lm_bytes * 8 / bits,
+    )
+
+
+def check_memory(estimate: MemoryEstimate, quant: Quantization, available: int | None) -> None:
+    """Raise a WeightsError if the model will not fit, naming a quantization that would."""
+    if available is None or estimate.total <= available:
+        return
+    smaller = [
+        q
+        for q in QUANTIZATIONS.values()
+        if q.bits is not None and (quant.bits is None or q.bits < quant.bits)
+    ]
+    fits = [q for q in smaller if estimate.as_quantization(q).total <= available]
+    if fits:
+        best = max(fits, key=lambda q: q.bits)
+        hint = f"--quantized {best.flag} would fit"
+    else:
+        hint = "no smaller quantization would fit either; close other applications"
+    raise WeightsError(
+        f"the model needs about {estimate.total / GB:.1f} GB but only "
+        f"{available / GB:.1f} GB of memory is available; {hint} "
+        "(or pass --no-memory-check to try anyway)"
+    )
+
+
+def available_memory() -> int | None:
+    """Bytes the model can use now (None if unknown)."""
+    if sys.platform == "linux":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+    import mlx.core as mx
+
+    if mx.metal.is_available():
+        info = mx.metal.device_info()
+        return int(info.get("max_recommended_working_set_size", info["memory_size"]))
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None

@@ -1,0 +1,187 @@
+"""Weight resolution: official repo/file mapping, HF cache lookups, overrides, memory check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+
+from moshi_mlx.checkpoints import (
+    GB,
+    MIMI_FILENAME,
+    QUANTIZATIONS,
+    TOKENIZER_FILENAME,
+    MemoryEstimate,
+    WeightRequest,
+    check_memory,
+    official_repo,
+    quantization_for,
+    resolve_checkpoint,
+)
+from moshi_mlx.errors import ConfigError, WeightsError
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    "voice, quantized, repo, filename",
+    [
+        pytest.param("moshiko", "4", "kyutai/moshiko-mlx-q4", "model.q4.safetensors", id="ko-q4"),
+        pytest.param("moshiko", "8", "kyutai/moshiko-mlx-q8", "model.q8.safetensors", id="ko-q8"),
+        pytest.param("moshika", "bf16", "kyutai/moshika-mlx-bf16", "model.safetensors", id="ka-bf16"),
+        pytest.param("moshika", "4", "kyutai/moshika-mlx-q4", "model.q4.safetensors", id="ka-q4"),
+    ],
+)
+def test_official_repo_and_file(voice, quantized, repo, filename):
+    assert official_repo(voice, quantized) == repo
+    assert quantization_for(quantized).filename == filename
+
+
+def test_quantization_layouts():
+    assert QUANTIZATIONS["4"].quantize == (4, 32)
+    assert QUANTIZATIONS["8"].quantize == (8, 64)
+    assert QUANTIZATIONS["bf16"].quantize is None
+
+
+def test_unknown_quantization_names_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"--quantized 3 is not supported; use one of 4, 8, bf16"):
+        quantization_for("3")
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face hub cache for this test only."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return cache
+
+
+def populate(cache: Path, repo: str, files: dict[str, Path]) -> Path:
+    """Lay out `files` as huggingface_hub stores a downloaded snapshot; return its folder."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        (snapshot / name).symlink_to(source)
+    return snapshot
+
+
+def test_official_files_come_from_the_hf_cache(hf_cache, lm_fixtures, mimi_fixtures):
+    snapshot = populate(
+        hf_cache,
+        "kyutai/moshika-mlx-q8",
+        {
+            "model.q8.safetensors": lm_fixtures / "model.q8.safetensors",
+            TOKENIZER_FILENAME: lm_fixtures / "tokenizer.model",
+            MIMI_FILENAME: mimi_fixtures / "mimi_small.safetensors",
+        },
+    )
+    request = WeightRequest(voice="moshika", quantized="8", offline=True, memory_check=False)
+    ckpt = resolve_checkpoint(request)
+    assert ckpt.lm_weight == snapshot / "model.q8.safetensors"
+    assert ckpt.tokenizer == snapshot / TOKENIZER_FILENAME
+    assert ckpt.mimi_weight == snapshot / MIMI_FILENAME
+    assert ckpt.lm_config is None  # the official repos have no config.json
+    assert ckpt.quantization == QUANTIZATIONS["8"]
+
+
+def test_repo_config_names_the_files(hf_cache, lm_fixtures, mimi_fixtures, monkeypatch):
+    snapshot = populate(
+        hf_cache,
+        "me/tiny-moshi",
+        {
+            "config.json": lm_fixtures / "config.json",  # moshi_name / tokenizer_name inside
+            "model.safetensors": lm_fixtures / "model.safetensors",
+            "tokenizer.model": lm_fixtures / "tokenizer.model",
+            MIMI_FILENAME: mimi_fixtures / "mimi_small.safetensors",
+        },
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = resolve_checkpoint(WeightRequest(hf_repo="me/tiny-moshi", memory_check=False))
+    assert ckpt.lm_config == snapshot / "config.json"
+    assert ckpt.lm_weight == snapshot / "model.safetensors"
+    assert ckpt.tokenizer == snapshot / "tokenizer.model"
+    assert ckpt.quantization is None  # a custom repo: the file says how it is stored
+
+
+def test_offline_missing_file_is_named(hf_cache):
+    with pytest.raises(WeightsError) as err:
+        resolve_checkpoint(WeightRequest(offline=True, memory_check=False))
+    message = str(err.value)
+    assert "kyutai/moshiko-mlx-q4/" in message and "offline" in message
+    assert "\n" not in message
+
+
+def test_local_overrides_skip_the_hub(hf_cache, lm_fixtures, mimi_fixtures):
+    request = WeightRequest(
+        moshi_weight=lm_fixtures / "model.q4.safetensors",
+        lm_config=lm_fixtures / "config.json",
+        tokenizer=lm_fixtures / "tokenizer.model",
+        mimi_weight=mimi_fixtures / "mimi_small.safetensors",
+        mimi_config=mimi_fixtures / "mimi_small.json",
+        offline=True,
+        memory_check=False,
+    )
+    ckpt = resolve_checkpoint(request)
+    assert ckpt.lm_weight == lm_fixtures / "model.q4.safetensors"
+    assert ckpt.mimi_config == mimi_fixtures / "mimi_small.json"
+    assert ckpt.quantization is None
+    with_flag = resolve_checkpoint(WeightRequest(**{**request.__dict__, "quantized": "4"}))
+    assert with_flag.quantization == QUANTIZATIONS["4"]
+
+
+def test_missing_local_file_names_the_flag(hf_cache, tmp_path):
+    with pytest.raises(WeightsError, match=r"--tokenizer .*nope\.model: file not found"):
+        resolve_checkpoint(WeightRequest(tokenizer=tmp_path / "nope.model", offline=True))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        pytest.param("voice", "moshiro", "--voice moshiro is unknown", id="voice"),
+        pytest.param("dtype", "int8", "--dtype int8 is not supported", id="dtype"),
+        pytest.param("quantized", "2", "--quantized 2 is not supported", id="quantized"),
+    ],
+)
+def test_bad_flags(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_checkpoint(WeightRequest(**{field: value}))
+
+
+def q8_session() -> MemoryEstimate:
+    """Moshi 7B in q8 with Mimi and a 3000-step bf16 KV cache."""
+    params = 7.69e9
+    return MemoryEstimate(
+        lm_weights=params * QUANTIZATIONS["8"].bits_per_weight / 8,
+        mimi_weights=0.385 * GB,
+        kv_cache=2 * 32 * 3000 * 4096 * 2,
+        lm_params=params,
+    )
+
+
+def test_memory_estimate_matches_the_published_sizes():
+    estimate = q8_session()
+    assert estimate.lm_weights / GB == pytest.approx(8.17, abs=0.05)
+    assert estimate.as_quantization(QUANTIZATIONS["4"]).lm_weights / GB == pytest.approx(
+        4.81, abs=0.05
+    )
+    assert estimate.as_quantization(QUANTIZATIONS["bf16"]).lm_weights / GB == pytest.approx(
+        15.38, abs=0.05
+    )
+
+
+def test_memory_check_suggests_a_smaller_quantization():
+    estimate = q8_session()
+    check_memory(estimate, QUANTIZATIONS["8"], available=int(16 * GB))
+    with pytest.raises(WeightsError, match=r"--quantized 4 would fit"):
+        check_memory(estimate, QUANTIZATIONS["8"], available=int(8 * GB))
+    with pytest.raises(WeightsError, match=r"no smaller quantization would fit"):
+        check_memory(estimate, QUANTIZATIONS["8"], available=int(3 * GB))
+    bf16 = estimate.as_quantization(QUANTIZATIONS["bf16"])
+    with pytest.raises(WeightsError, match=r"needs about 19\.\d GB .*--quantized 8 would fit"):
+        check_memory(bf16, QUANTIZATIONS["bf16"], available=int(12 * GB))
