@@ -1,0 +1,207 @@
+"""Mimi: SEANet + transformer + learnt resampling + split RVQ; batch encode/decode and loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..errors import ConfigError
+from ..modules.attention import KVCache
+from ..modules.conv import ConvState, ConvTrState, Nest, StreamingConv1d, StreamingConvTranspose1d
+from ..weights import load_safetensors, load_strict
+from .config import MimiConfig
+from .quantizer import SplitResidualVectorQuantizer
+from .seanet import SeanetDecoder, SeanetEncoder
+from .seanet import State as SeanetState
+from .transformer import MimiTransformer
+
+MIMI_REPO = "kyutai/moshiko-mlx-q4"
+MIMI_FILENAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
+CODEBOOK_EPS = 1e-5
+
+
+@dataclass
+class EncoderState:
+    """Streaming memory of the encoder path (audio -> codes)."""
+
+    seanet: SeanetState
+    transformer: list[KVCache]
+    downsample: ConvState
+
+
+@dataclass
+class DecoderState:
+    """Streaming memory of the decoder path (codes -> audio)."""
+
+    upsample: ConvTrState
+    transformer: list[KVCache]
+    seanet: SeanetState
+
+
+class Mimi(nn.Module):
+    """The Mimi codec. Audio is (B, T) float32 at 24 kHz, codes are (B, K, F) int32.
+
+    The module tree follows the checkpoint's names (see `sanitize`). Streaming
+    runs through `encode_step` / `decode_step` with a state from
+    `make_encoder_state` / `make_decoder_state` (see `MimiStream`).
+    """
+
+    def __init__(self, config: MimiConfig | None = None, num_codebooks: int | None = None):
+        super().__init__()
+        cfg = config or MimiConfig.official()
+        self.config = cfg
+        self.num_codebooks = cfg.num_codebooks if num_codebooks is None else num_codebooks
+        self._check_codebooks(self.num_codebooks)
+        dim, stride = cfg.seanet.dimension, cfg.resample_stride
+        self.encoder = SeanetEncoder(cfg.seanet)
+        self.decoder = SeanetDecoder(cfg.seanet)
+        self.encoder_transformer = Nest(transformer=MimiTransformer(cfg.transformer))
+        self.decoder_transformer = Nest(transformer=MimiTransformer(cfg.transformer))
+        downsample = StreamingConv1d(
+            dim, dim, 2 * stride, stride=stride, bias=False, pad_mode="replicate"
+        )
+        upsample = StreamingConvTranspose1d(dim, dim, 2 * stride, stride, groups=dim, bias=False)
+        self.downsample = Nest(conv=downsample)
+        self.upsample = Nest(convtr=upsample)
+        self.quantizer = SplitResidualVectorQuantizer(cfg.quantizer)
+
+    @property
+    def max_codebooks(self) -> int:
+        """Codebooks the checkpoint holds (32 for the official model)."""
+        return self.config.max_codebooks
+
+    @property
+    def frame_size(self) -> int:
+        """Audio samples per code frame (1920)."""
+        return self.config.frame_size
+
+    def _check_codebooks(self, n: int) -> None:
+        if not 1 <= n <= self.config.max_codebooks:
+            raise ConfigError(
+                f"--num-codebooks must be in 1..{self.config.max_codebooks}, got {n}"
+            )
+
+    def encode(self, pcm: mx.array, num_codebooks: int | None = None) -> mx.array:
+        """Audio (B, T) -> codes (B, K, ceil(T / frame_size)); T is right-padded with zeros."""
+        frame = self.frame_size
+        pad = -pcm.shape[-1] % frame
+        if pad:
+            pcm = mx.pad(pcm, [(0, 0), (0, pad)])
+        return self._encode(pcm, None, num_codebooks)
+
+    def decode(self, codes: mx.array) -> mx.array:
+        """Codes (B, K, F) -> audio (B, F * frame_size)."""
+        return self._decode(codes, None)
+
+    def encode_step(
+        self, pcm: mx.array, state: EncoderState, num_codebooks: int | None = None
+    ) -> mx.array:
+        """Continue a stream: audio (B, n * frame_size) -> codes (B, K, n)."""
+        if pcm.shape[-1] % self.frame_size:
+            raise ValueError(f"streaming input must be a multiple of {self.frame_size} samples")
+        return self._encode(pcm, state, num_codebooks)
+
+    def decode_step(self, codes: mx.array, state: DecoderState) -> mx.array:
+        """Continue a stream: codes (B, K, n) -> audio (B, n * frame_size)."""
+        return self._decode(codes, state)
+
+    def make_encoder_state(self, batch: int = 1) -> EncoderState:
+        """State at the start of an encoding stream."""
+        return EncoderState(
+            self.encoder.make_state(),
+            self.encoder_transformer.transformer.make_state(batch),
+            ConvState(),
+        )
+
+    def make_decoder_state(self, batch: int = 1) -> DecoderState:
+        """State at the start of a decoding stream."""
+        return DecoderState(
+            ConvTrState(),
+            self.decoder_transformer.transformer.make_state(batch),
+            self.decoder.make_state(),
+        )
+
+    def _encode(
+        self, pcm: mx.array, state: EncoderState | None, num_codebooks: int | None
+    ) -> mx.array:
+        n = self.num_codebooks if num_codebooks is None else num_codebooks
+        self._check_codebooks(n)
+        x = pcm[:, :, None].astype(self._dtype)  # (B, T, 1)
+        x = self.encoder(x, state and state.seanet)  # (B, T / 960, D)
+        x = self.encoder_transformer.transformer(x, state and state.transformer)
+        x = self.downsample.conv(x, state and state.downsample)  # (B, F, D)
+        codes = self.quantizer.encode(x.astype(mx.float32), n)  # (B, F, K)
+        return codes.transpose(0, 2, 1)
+
+    def _decode(self, codes: mx.array, state: DecoderState | None) -> mx.array:
+        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(self._dtype)  # (B, F, D)
+        x = self.upsample.convtr(x, state and state.upsample)  # (B, 2F, D)
+        x = self.decoder_transformer.transformer(x, state and state.transformer)
+        x = self.decoder(x, state and state.seanet)  # (B, F * 1920, 1)
+        return x[:, :, 0]
+
+    @property
+    def _dtype(self) -> mx.Dtype:
+        return self.encoder.model[0].conv.conv.weight.dtype
+
+
+def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Kyutai's PyTorch-named Mimi tensors -> this module tree's names and layouts.
+
+    - Conv1d [out, in, k] -> [out, k, in]; ConvTranspose1d [in, out/groups, k] ->
+      [in, k, out/groups]; the 1x1 quantizer projections become Linear [out, in].
+    - `self_attn.in_proj_weight` (or `in_projs.0.weight`) -> `self_attn.in_proj.weight`,
+      `out_projs.0.weight` -> `out_proj.weight`.
+    - Codebooks: `_codebook.{embedding_sum, cluster_usage}` ->
+      `codebook.embedding = embedding_sum / max(cluster_usage, 1e-5)` in float32;
+      `_initialized` is dropped. Incomplete codebooks are left as they are so the
+      strict load names them.
+    """
+    out: dict[str, mx.array] = {}
+    codebooks: dict[str, dict[str, mx.array]] = {}
+    for key, value in weights.items():
+        if "._codebook." in key:
+            prefix, name = key.rsplit("._codebook.", 1)
+            codebooks.setdefault(prefix, {})[name] = value
+            continue
+        key = key.replace(".self_attn.in_proj_weight", ".self_attn.in_proj.weight")
+        key = key.replace(".self_attn.in_projs.0.", ".self_attn.in_proj.")
+        key = key.replace(".self_attn.out_projs.0.", ".self_attn.out_proj.")
+        if key.endswith(".conv.weight") and value.ndim == 3:
+            value = value.transpose(0, 2, 1)
+        elif key.endswith(".convtr.weight") and value.ndim == 3:
+            value = value.transpose(0, 2, 1)
+        elif key.endswith(("input_proj.weight", "output_proj.weight")) and value.ndim == 3:
+            value = value[:, :, 0]
+        out[key] = value
+    for prefix, parts in codebooks.items():
+        if "embedding_sum" in parts and "cluster_usage" in parts:
+            usage = mx.maximum(parts["cluster_usage"].astype(mx.float32), CODEBOOK_EPS)
+            embedding = parts["embedding_sum"].astype(mx.float32) / usage[:, None]
+            out[f"{prefix}.codebook.embedding"] = embedding
+        else:
+            out.update({f"{prefix}._codebook.{k}": v for k, v in parts.items()})
+    return out
+
+
+def load_mimi(
+    weight_path: str | Path,
+    config: MimiConfig | None = None,
+    num_codebooks: int | None = None,
+    dtype: mx.Dtype = mx.float32,
+) -> Mimi:
+    """Build Mimi from `config` (official by default) and strictly load Kyutai's safetensors file.
+
+    `num_codebooks` (default: the config's, 8 for Moshi) may be 1..max_codebooks.
+    Mimi is meant to run in float32; bfloat16/float16 trade accuracy for memory.
+    """
+    model = Mimi(config, num_codebooks)
+    weights = sanitize(load_safetensors(weight_path))
+    load_strict(model, weights, weight_path)
+    if dtype != mx.float32:
+        model.set_dtype(dtype)
+    mx.eval(model.parameters())
+    return model

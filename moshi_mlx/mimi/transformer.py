@@ -1,0 +1,62 @@
+"""Mimi's encoder/decoder transformer: pre-norm layers with LayerScale, RoPE, bounded context."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..modules.attention import KVCache, MultiHeadAttention
+from .config import TransformerConfig
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnt scale of a residual branch."""
+
+    def __init__(self, dim: int, init: float = 0.01):
+        super().__init__()
+        self.scale = mx.full((dim,), init)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x * self.scale
+
+
+class TransformerLayer(nn.Module):
+    """x + ls1 * attn(norm1(x)); then x + ls2 * linear2(gelu(linear1(norm2(x))))."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.self_attn = MultiHeadAttention(d, cfg.num_heads, cfg.max_period, cfg.context)
+        self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.linear1 = nn.Linear(d, cfg.dim_feedforward, bias=False)
+        self.linear2 = nn.Linear(cfg.dim_feedforward, d, bias=False)
+        self.layer_scale_1 = LayerScale(d)
+        self.layer_scale_2 = LayerScale(d)
+
+    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), cache))
+        return x + self.layer_scale_2(self.linear2(nn.gelu(self.linear1(self.norm2(x)))))
+
+
+class MimiTransformer(nn.Module):
+    """A stack of layers on (B, T, d_model) at 25 Hz; causal, `context` keys per query."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = [TransformerLayer(cfg) for _ in range(cfg.num_layers)]
+
+    def __call__(self, x: mx.array, caches: list[KVCache] | None = None) -> mx.array:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, None if caches is None else caches[i])
+        return x
+
+    def make_state(self, batch: int, dtype: mx.Dtype = mx.float32) -> list[KVCache]:
+        """One ring KV cache per layer, holding the last `context` positions."""
+        cfg = self.cfg
+        head_dim = cfg.d_model // cfg.num_heads
+        return [
+            KVCache.create(batch, cfg.num_heads, head_dim, cfg.context, dtype)
+            for _ in self.layers
+        ]
