@@ -1,0 +1,18 @@
+"""Moshi's language model (RQ-Transformer): config, model, loading, streaming generation."""
+
+from .config import LmConfig, SttConfig
+from .generate import FrameOut, LmGen
+from .loading import load_lm, pytorch_to_mlx
+from .model import Lm
+from .sampling import Sampler
+
+__all__ = [
+    "FrameOut",
+    "Lm",
+    "LmConfig",
+    "LmGen",
+    "Sampler",
+    "SttConfig",
+    "load_lm",
+    "pytorch_to_mlx",
+]

@@ -1,0 +1,135 @@
+"""LM checkpoints: Kyutai's PyTorch naming to MLX naming, and loading (quantized or not)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from ..errors import WeightsError
+from ..quantization import (
+    cast_parameters,
+    check_bits_group,
+    describe,
+    infer_quantization,
+    quantize_layers,
+    quantize_weights,
+)
+from ..weights import load_safetensors, load_strict
+from .config import LmConfig
+from .model import Lm
+
+
+def is_pytorch_naming(weights: dict[str, mx.array]) -> bool:
+    """True for Kyutai's PyTorch `LMModel` key names (`out_norm.alpha`, `emb.{i}`)."""
+    return "out_norm.alpha" in weights or "emb.0.weight" in weights
+
+
+def pytorch_to_mlx(
+    weights: dict[str, mx.array], source: str | Path = "weights"
+) -> dict[str, mx.array]:
+    """Rename a PyTorch-named Moshi checkpoint to the MLX layout (a pure dict -> dict map).
+
+    The stacked per-step depformer attention weights are split into one slice per
+    codebook and the shared depformer norms are copied into every slice.
+    """
+    num_slices = sum(1 for k in weights if re.fullmatch(r"linears\.\d+\.weight", k))
+    out: dict[str, mx.array] = {}
+    for key, value in weights.items():
+        if key.endswith(".alpha"):  # RMSNorm weight stored as (1, 1, D)
+            key, value = key[: -len(".alpha")] + ".weight", value.reshape(-1)
+        key = key.replace(".in_proj_weight", ".in_proj.weight")
+        if m := re.fullmatch(r"emb\.(\d+)\.weight", key):
+            out[f"audio_embs.{m[1]}.weight"] = value
+        elif key.startswith(
+            ("text_emb.", "text_linear.", "out_norm.", "transformer.", "extra_heads.")
+        ):
+            out[key] = value
+        elif m := re.fullmatch(r"depformer_in\.(\d+)\.weight", key):
+            out[f"depformer.slices.{m[1]}.linear_in.weight"] = value
+        elif m := re.fullmatch(r"linears\.(\d+)\.weight", key):
+            out[f"depformer.slices.{m[1]}.linear_out.weight"] = value
+        elif key == "depformer_text_emb.weight":
+            out["depformer.slices.0.emb.weight"] = value
+        elif m := re.fullmatch(r"depformer_emb\.(\d+)\.weight", key):
+            out[f"depformer.slices.{int(m[1]) + 1}.emb.weight"] = value
+        elif m := re.fullmatch(
+            r"depformer\.layers\.(\d+)\.gating\.(\d+)\.(\w+)\.weight", key
+        ):
+            layer, k, name = m.groups()
+            out[
+                f"depformer.slices.{k}.transformer.layers.{layer}.gating.{name}.weight"
+            ] = value
+        elif m := re.fullmatch(r"depformer\.layers\.(\d+)\.(norm[12]\.weight)", key):
+            for k in range(num_slices):
+                out[f"depformer.slices.{k}.transformer.layers.{m[1]}.{m[2]}"] = value
+        elif m := re.fullmatch(
+            r"depformer\.layers\.(\d+)\.(self_attn\.\w+\.weight)", key
+        ):
+            if num_slices == 0 or value.shape[0] % num_slices:
+                raise WeightsError(
+                    f"{source}: {key} does not split into {num_slices} slices"
+                )
+            for k, chunk in enumerate(mx.split(value, num_slices, axis=0)):
+                out[f"depformer.slices.{k}.transformer.layers.{m[1]}.{m[2]}"] = chunk
+        else:
+            raise WeightsError(
+                f"{source}: unexpected key {key!r} for a PyTorch Moshi checkpoint"
+            )
+    return out
+
+
+def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
+    """Drop tensors the model does not use: the STT `extra_heads.*` (unused here)."""
+    return {k: v for k, v in weights.items() if not k.startswith("extra_heads.")}
+
+
+def load_lm(
+    weight_path: str | Path,
+    config: LmConfig | None = None,
+    dtype: mx.Dtype = mx.bfloat16,
+    quantize: tuple[int, int] | None = None,
+) -> Lm:
+    """Build the LM of `config` (default Moshi 7B) and load a checkpoint into it.
+
+    The file may be MLX- or PyTorch-named, bf16 or quantized; its quantization is
+    read from the tensor shapes. `quantize=(bits, group)` quantizes a float file
+    on load; for an already-quantized file it must match the file (WeightsError
+    otherwise). `dtype` is the compute dtype, independent of quantization.
+    """
+    config = config or LmConfig.moshi_7b()
+    weights = load_safetensors(weight_path)
+    if is_pytorch_naming(weights):
+        weights = pytorch_to_mlx(weights, weight_path)
+    weights = sanitize(weights)
+    model = Lm(config)  # parameters are lazy: never computed, replaced below
+    float_shapes = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+    spec = infer_quantization(weights, float_shapes, weight_path)
+    if quantize is not None:
+        check_bits_group(*quantize)
+        if spec and set(spec.values()) != {tuple(quantize)}:
+            raise WeightsError(
+                f"{weight_path} is already quantized ({describe(spec)}), not "
+                f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
+                "pass the matching bits"
+            )
+        if not spec:
+            weights = quantize_weights(weights, *quantize)
+            spec = infer_quantization(weights, float_shapes, weight_path)
+    quantize_layers(model, spec)
+    load_strict(model, weights, weight_path)
+    cast_parameters(model, dtype)
+    model.eval()
+    return model
+
+
+def quantization_of(model: Lm) -> str:
+    """Human-readable quantization of a loaded model ('8 bits, group 64' / 'not quantized')."""
+    spec = {
+        path: (m.bits, m.group_size)
+        for path, m in model.named_modules()
+        if hasattr(m, "bits") and hasattr(m, "group_size")
+    }
+    return describe(spec)
