@@ -81,7 +81,7 @@ class Mimi(nn.Module):
     def _check_codebooks(self, n: int) -> None:
         if not 1 <= n <= self.config.max_codebooks:
             raise ConfigError(
-                f"--num-codebooks must be in 1..{self.config.max_codebooks}, got {n}"
+                f"number of codebooks must be in 1..{self.config.max_codebooks}, got {n}"
             )
 
     def encode(self, pcm: mx.array, num_codebooks: int | None = None) -> mx.array:
