@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import mlx.core as mx
@@ -133,3 +134,62 @@ def quantization_of(model: Lm) -> str:
         if hasattr(m, "bits") and hasattr(m, "group_size")
     }
     return describe(spec)
+
+
+def save_weights(
+    weights: dict[str, mx.array],
+    path: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write a safetensors file, computing one tensor at a time.
+
+    `progress(done, total)` is called after each tensor.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{path}: the output name must end in .safetensors")
+    for done, key in enumerate(sorted(weights), start=1):
+        mx.eval(weights[key])
+        if progress:
+            progress(done, len(weights))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mx.save_safetensors(str(path), weights)
+    except OSError as exc:
+        raise WeightsError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def convert_file(
+    src: str | Path, dst: str | Path, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Convert a PyTorch-named Moshi checkpoint to the MLX layout; returns the tensor count."""
+    weights = load_safetensors(src)
+    if not is_pytorch_naming(weights):
+        raise WeightsError(
+            f"{src} is not a PyTorch-named Moshi checkpoint (no out_norm.alpha / emb.0.weight); "
+            "MLX-named files load as they are"
+        )
+    converted = pytorch_to_mlx(weights, src)
+    del weights
+    save_weights(converted, dst, progress)
+    return len(converted)
+
+
+def quantize_file(
+    src: str | Path,
+    dst: str | Path,
+    bits: int,
+    group_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Quantize a float checkpoint (either naming) like `nn.quantize`; returns the tensor count."""
+    check_bits_group(bits, group_size)
+    weights = load_safetensors(src)
+    if any(k.endswith(".scales") for k in weights):
+        raise WeightsError(f"{src} is already quantized; start from the bf16 file")
+    if is_pytorch_naming(weights):
+        weights = pytorch_to_mlx(weights, src)
+    quantized = quantize_weights(weights, bits, group_size)
+    del weights
+    save_weights(quantized, dst, progress)
+    return len(quantized)

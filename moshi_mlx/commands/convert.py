@@ -1,0 +1,37 @@
+"""`python cli.py convert IN OUT`: rename Kyutai's PyTorch Moshi checkpoint to the MLX layout."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add the `convert` command."""
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a PyTorch-named Moshi LM checkpoint to MLX naming",
+        description=__doc__
+        + " The input is e.g. kyutai/moshiko-pytorch-bf16 model.safetensors; the output "
+        "loads like kyutai/moshiko-mlx-bf16 model.safetensors (same dtype, no quantization).",
+    )
+    parser.add_argument("input", type=Path, help="PyTorch-named .safetensors")
+    parser.add_argument("output", type=Path, help="MLX-named .safetensors to write")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert with a progress bar."""
+    from rich.progress import Progress
+
+    from ..lm.loading import convert_file
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("converting", total=None)
+        count = convert_file(
+            args.input,
+            args.output,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    print(f"wrote {args.output} ({count} tensors)")
+    return 0
