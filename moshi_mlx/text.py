@@ -1,0 +1,98 @@
+"""Text tokens to display text: SentencePiece pieces, and streamed pieces grouped into words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+WORD_START = "\u2581"  # SentencePiece's "▁": the piece starts a new word
+TEXT_PAD = 3  # existing_text_padding_id: no text at this frame
+TEXT_EPAD = 0  # end of padding: the next token starts a word
+
+
+class Tokenizer:
+    """A SentencePiece model with Moshi's conventions for the padding ids."""
+
+    def __init__(
+        self, path: str | Path, padding_ids: tuple[int, ...] = (TEXT_PAD, TEXT_EPAD)
+    ):
+        import sentencepiece
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"tokenizer file not found: {path}")
+        self._sp = sentencepiece.SentencePieceProcessor()
+        try:
+            self._sp.Load(str(path))
+        except (OSError, RuntimeError) as exc:
+            raise ConfigError(f"{path}: not a SentencePiece model ({exc})") from None
+        self.padding_ids = frozenset(padding_ids)
+        self.path = path
+
+    def __len__(self) -> int:
+        return self._sp.GetPieceSize()
+
+    def is_text(self, token: int) -> bool:
+        """False for padding ids, control pieces (<s>, </s>) and ids outside the vocabulary."""
+        if token in self.padding_ids or not 0 <= token < len(self):
+            return False
+        return not (self._sp.IsControl(token) or self._sp.IsUnknown(token))
+
+    def piece(self, token: int) -> str:
+        """Display text of one streamed token: '' for padding, '▁' shown as a space."""
+        if not self.is_text(token):
+            return ""
+        return self._sp.IdToPiece(token).replace(WORD_START, " ")
+
+    def starts_word(self, token: int) -> bool:
+        """True when the token's piece begins with '▁' (a new word)."""
+        return self.is_text(token) and self._sp.IdToPiece(token).startswith(WORD_START)
+
+    def decode(self, tokens: list[int]) -> str:
+        """Plain text of a token list, padding skipped."""
+        return self._sp.DecodeIds([t for t in tokens if self.is_text(t)])
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` (for tests and prompts)."""
+        return self._sp.EncodeAsIds(text)
+
+
+@dataclass(frozen=True)
+class Word:
+    """A whole word and the step (frame index) of its first token."""
+
+    text: str
+    step: int
+
+
+@dataclass
+class WordAssembler:
+    """Groups the streamed text tokens into words.
+
+    A word ends when the next word starts (a '▁' piece) or at an EPAD token;
+    padding in between is ignored. `push` returns the words completed by a token;
+    `flush` returns the last, unfinished one at the end of a stream.
+    """
+
+    tokenizer: Tokenizer
+    _tokens: list[int] = field(default_factory=list)
+    _step: int = 0
+
+    def push(self, token: int, step: int) -> list[Word]:
+        """Feed the text token of `step`; returns the words it completed (0 or 1)."""
+        done = []
+        if token == TEXT_EPAD or self.tokenizer.starts_word(token):
+            done = self.flush()
+        if self.tokenizer.is_text(token):
+            if not self._tokens:
+                self._step = step
+            self._tokens.append(token)
+        return done
+
+    def flush(self) -> list[Word]:
+        """Finish the word in progress, if any."""
+        text = self.tokenizer.decode(self._tokens).strip()
+        self._tokens = []
+        return [Word(text, self._step)] if text else []
