@@ -1,0 +1,181 @@
+"""A live conversation: devices → frame loop → UI and recorder, with a clean exit on any stop."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from ..checkpoints import WeightRequest, resolve_checkpoint
+from ..errors import MoshiError
+from .engine import MoshiEngine, SamplingSettings, load_engine
+from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
+from .recorder import Recorder
+from .ui import HEADPHONES_HINT, QUIT_HINT, ChatState, ChatView, KeyReader, PlainView
+
+REFRESH_S = 0.1  # UI refresh / event wait period
+STOP_TIMEOUT_S = 10.0  # how long to wait for the worker to finish its frame on exit
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Everything about a chat that is not weights or sampling."""
+
+    input_device: int | str | None = None
+    output_device: int | str | None = None
+    record_dir: Path | None = None
+    ui: bool = True
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C / SIGTERM set `stop` (a second Ctrl-C interrupts at once)."""
+
+    def handle(signum, frame) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def run_chat(
+    request: WeightRequest,
+    sampling: SamplingSettings,
+    options: ChatOptions,
+    console: Console | None = None,
+) -> None:
+    """Talk with Moshi through the sound devices until Ctrl-C, `q` or an error."""
+    from ..audio.duplex import DuplexAudio
+
+    console = console or Console()
+    audio = DuplexAudio(input_device=options.input_device, output_device=options.output_device)
+    checkpoint = resolve_checkpoint(request)
+    with console.status("loading Moshi and warming up…"):
+        engine = load_engine(checkpoint, sampling)
+        engine.warmup()
+    console.print(f"[yellow]{HEADPHONES_HINT}[/yellow]")
+    with audio:
+        recorder = (
+            Recorder(options.record_dir, engine.sample_rate, engine.frame_size)
+            if options.record_dir is not None
+            else None
+        )
+        converse(engine, audio, recorder, options.ui, console)
+
+
+def converse(
+    engine: MoshiEngine,
+    audio,
+    recorder: Recorder | None,
+    ui: bool,
+    console: Console,
+    mic_filter: MicFilter | None = None,
+) -> None:
+    """Run the frame loop on started `audio` until stopped; always closes the recording."""
+    state = ChatState(engine.frame_seconds, engine.context_steps)
+    plain = None if ui else PlainView(state, lambda line: _print_plain(console, line))
+    loop = FrameLoop(engine, audio, mic_filter=mic_filter)
+    stop = threading.Event()
+    stopped: LoopStopped | None = None
+
+    def on_frame(event: FrameEvent) -> None:
+        state.on_frame(event)
+        if plain is not None:
+            plain.on_frame(event)
+        if recorder is not None:
+            recorder.add(
+                event.step,
+                event.user_pcm,
+                event.moshi_pcm,
+                event.text_token,
+                event.text,
+                event.audio_codes,
+            )
+
+    display = _live(ChatView(state), audio, console) if ui else _plain(plain, audio, console)
+    try:
+        with stop_on_signals(stop), KeyReader() as keys, display as refresh:
+            loop.start()
+            while not stop.is_set() and stopped is None:
+                stopped = _drain(loop, on_frame, REFRESH_S)
+                refresh()
+                if "q" in keys.pressed().lower():
+                    stop.set()
+            loop.stop(STOP_TIMEOUT_S)
+            if stopped is None:  # take in the frames still queued
+                stopped = _drain(loop, on_frame, STOP_TIMEOUT_S, until_stopped=True)
+            refresh()
+    finally:
+        loop.stop(STOP_TIMEOUT_S)
+        if recorder is not None:
+            recorder.close()
+    _report(state, recorder, stopped, console)
+
+
+@contextmanager
+def _live(view: ChatView, audio, console: Console) -> Iterator[Callable[[], None]]:
+    """The rich live screen; yields its refresh function."""
+    with Live(view.render(audio.stats()), console=console, auto_refresh=False) as live:
+        yield lambda: live.update(view.render(audio.stats()), refresh=True)
+
+
+@contextmanager
+def _plain(view: PlainView, audio, console: Console) -> Iterator[Callable[[], None]]:
+    """Plain log lines; yields the function printing the periodic status line."""
+    _print_plain(console, f"listening ({QUIT_HINT})")
+    try:
+        yield lambda: view.tick(audio.stats())
+    finally:
+        view.close(audio.stats())
+
+
+def _print_plain(console: Console, line: str) -> None:
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _drain(
+    loop: FrameLoop,
+    on_frame: Callable[[FrameEvent], None],
+    timeout: float,
+    until_stopped: bool = False,
+) -> LoopStopped | None:
+    """Handle queued events (waiting up to `timeout` for the first); the LoopStopped if seen."""
+    while True:
+        try:
+            event = loop.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(event, LoopStopped):
+            return event
+        on_frame(event)
+        if not until_stopped:
+            timeout = 0.0
+
+
+def _report(
+    state: ChatState, recorder: Recorder | None, stopped: LoopStopped | None, console: Console
+) -> None:
+    """Say where the recording is; turn a worker crash or a recording error into an error."""
+    saved = ""
+    if recorder is not None:
+        saved = f"recording saved in {recorder.directory} ({recorder.seconds_saved:.1f} s)"
+        if recorder.error is None and (stopped is None or stopped.error is None):
+            console.print(saved, highlight=False)
+    if stopped is not None and stopped.error is not None:
+        suffix = f"; {saved}" if saved else ""
+        raise MoshiError(f"the model stopped after {state.steps} frames: {stopped.error}{suffix}")
+    if recorder is not None and recorder.error is not None:
+        raise MoshiError(recorder.error)

@@ -1,0 +1,140 @@
+"""One 80 ms frame through Moshi: Mimi encode → LM step → Mimi decode, plus loading and warm-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from ..checkpoints import Checkpoint
+from ..errors import WeightsError
+
+DEFAULT_SEED = 299792458  # Kyutai's MLX apps seed with this too
+WARMUP_FRAMES = 4  # enough for the delayed audio streams to reach Mimi's decoder
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Temperatures and top-k for the text and audio tokens (defaults: Kyutai's PyTorch app)."""
+
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+    audio_temperature: float = 0.8
+    audio_top_k: int = 250
+    seed: int = DEFAULT_SEED
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one LM step produced."""
+
+    step: int
+    text_token: int
+    text: str  # decoded piece, "" for padding
+    audio_codes: np.ndarray | None  # (8,) int32: Moshi's codes final at this step
+    pcm: np.ndarray  # (frame_size,) float32: Moshi's audio (silence while the delays fill)
+
+
+class MoshiEngine:
+    """Runs Moshi frame by frame on a Mimi stream and an LmGen; `reset()` starts over, same seed."""
+
+    def __init__(
+        self,
+        stream: Any,
+        gen: Any,
+        piece: Callable[[int], str],
+        sample_rate: int,
+        frame_size: int,
+        context_steps: int,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.frame_size = frame_size
+        self.context_steps = context_steps  # LM steps of history the model attends to
+        self._stream = stream
+        self._gen = gen
+        self._piece = piece
+        self._silence = np.zeros(frame_size, np.float32)
+        self.reset()
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_size / self.sample_rate
+
+    def reset(self) -> None:
+        """Fresh Mimi and LM streaming state and sampling seed; steps restart at 0."""
+        self._stream.reset()
+        self._gen.reset()
+        self.steps = 0
+
+    def warmup(self, frames: int = WARMUP_FRAMES) -> None:
+        """Run silent frames through every model (compiling kernels), then reset."""
+        for _ in range(frames):
+            self.step(self._silence)
+        self.reset()
+
+    def step(self, pcm: np.ndarray) -> StepResult:
+        """Process one (frame_size,) float32 frame of the user's audio."""
+        codes = self._stream.encode(mx.array(pcm, dtype=mx.float32)[None])  # (1, K)
+        out = self._gen.step(codes.reshape(-1))
+        if out.audio_codes is None:
+            mx.eval(out.text)
+            audio_codes, moshi_pcm = None, self._silence
+        else:
+            decoded = self._stream.decode(out.audio_codes)  # (1, frame_size)
+            mx.eval(out.text, out.audio_codes, decoded)  # the one wait for the device
+            audio_codes = np.array(out.audio_codes, dtype=np.int32)
+            moshi_pcm = np.array(decoded, dtype=np.float32).reshape(-1)
+        step = self.steps
+        self.steps += 1
+        token = out.text_token
+        return StepResult(step, token, self._piece(token), audio_codes, moshi_pcm)
+
+
+def load_engine(checkpoint: Checkpoint, sampling: SamplingSettings) -> MoshiEngine:
+    """Load Mimi, the LM and the tokenizer named by `checkpoint`."""
+    from ..lm import LmConfig, LmGen, Sampler, load_lm
+    from ..lm.loading import quantization_of
+    from ..mimi import MimiConfig, MimiStream, load_mimi
+    from ..text import Tokenizer
+
+    lm_config = (
+        LmConfig.from_json(checkpoint.lm_config) if checkpoint.lm_config else LmConfig.moshi_7b()
+    )
+    mimi_config = (
+        MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
+    )
+    mimi = load_mimi(
+        checkpoint.mimi_weight, config=mimi_config, num_codebooks=lm_config.user_codebooks
+    )
+    quant = checkpoint.quantization
+    model = load_lm(
+        checkpoint.lm_weight,
+        lm_config,
+        dtype=getattr(mx, checkpoint.dtype),
+        quantize=quant.quantize if quant else None,
+    )
+    stored = quantization_of(model)
+    if quant is not None and quant.bits is None and stored != "not quantized":
+        raise WeightsError(
+            f"{checkpoint.lm_weight} is quantized ({stored}), not bf16: "
+            "drop --quantized bf16 or pass the matching --quantized 4|8"
+        )
+    tokenizer = Tokenizer(checkpoint.tokenizer)
+
+    gen = LmGen(
+        model,
+        text_sampler=Sampler(sampling.text_temperature, sampling.text_top_k),
+        audio_sampler=Sampler(sampling.audio_temperature, sampling.audio_top_k),
+        seed=sampling.seed,
+    )
+    return MoshiEngine(
+        MimiStream(mimi),
+        gen,
+        tokenizer.piece,
+        mimi.config.sample_rate,
+        mimi.frame_size,
+        lm_config.context,
+    )

@@ -1,0 +1,240 @@
+"""What the terminal shows during a chat: a rich live view, or plain log lines with --no-ui."""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .loop import FrameEvent
+from .transcript import LINE_PAUSE_S, Transcript, format_time
+
+HEADPHONES_HINT = (
+    "Use headphones: there is no echo cancellation yet, so through speakers Moshi "
+    "would hear itself."
+)
+QUIT_HINT = "q or Ctrl-C to quit"
+SPEAKING_HOLD_S = 0.8  # Moshi counts as speaking this long after its last text token
+STEP_WINDOW = 125  # frames (10 s) behind the step-time percentiles
+LEVEL_FLOOR_DB = -60.0
+METER_WIDTH = 12
+TRANSCRIPT_LINES = 8
+# Frames between a mic frame entering the LM and Moshi's answer to it being decodable:
+# the LM reads the user's frame one step later, and Moshi's acoustic codes come one
+# step after its semantic code.
+MODEL_DELAY_FRAMES = 2
+STATUS_EVERY_S = 5.0  # --no-ui status line period
+
+
+def level_db(pcm: np.ndarray) -> float:
+    """RMS level of a frame in dBFS, floored at LEVEL_FLOOR_DB."""
+    rms = float(np.sqrt(np.mean(np.square(pcm, dtype=np.float64)))) if pcm.size else 0.0
+    return max(LEVEL_FLOOR_DB, 20 * math.log10(rms) if rms > 0 else LEVEL_FLOOR_DB)
+
+
+def meter(db: float) -> str:
+    """A fixed-width bar for a dBFS level."""
+    filled = round(METER_WIDTH * (db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB)
+    return "█" * filled + "·" * (METER_WIDTH - filled)
+
+
+class ChatState:
+    """Everything the views show, updated from frame events and the audio stats."""
+
+    def __init__(
+        self, frame_seconds: float, context_steps: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.frame_seconds = frame_seconds
+        self.context_steps = context_steps
+        self.transcript = Transcript(frame_seconds)
+        self.step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
+        self.steps = 0
+        self.dropped_frames = 0
+        self.mic_db = LEVEL_FLOOR_DB
+        self.moshi_db = LEVEL_FLOOR_DB
+        self.last_text_time: float | None = None
+        self.time = 0.0
+        self._clock = clock
+        self._start = clock()
+
+    def on_frame(self, event: FrameEvent) -> None:
+        """Take in one processed frame."""
+        self.steps = event.step + 1
+        self.time = event.time
+        self.step_ms.append(event.step_ms)
+        self.dropped_frames = event.dropped_frames
+        self.mic_db = level_db(event.user_pcm)
+        self.moshi_db = level_db(event.moshi_pcm)
+        self.transcript.add(event.step, event.text_token, event.text, None)
+        if event.text:
+            self.last_text_time = event.time
+
+    @property
+    def speaking(self) -> bool:
+        """Moshi is speaking: its text stream carried a word recently (not only padding)."""
+        return self.last_text_time is not None and (
+            self.time - self.last_text_time <= SPEAKING_HOLD_S
+        )
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    def percentile_ms(self, q: float) -> float | None:
+        return float(np.percentile(self.step_ms, q)) if self.step_ms else None
+
+    def latency_ms(self, audio: dict) -> float | None:
+        """Estimated mic → speaker delay: devices, frame, queues, step, model alignment."""
+        p50 = self.percentile_ms(50)
+        if p50 is None:
+            return None
+        frame_ms = self.frame_seconds * 1000
+        devices = (audio.get("input_latency_s") or 0.0) + (audio.get("output_latency_s") or 0.0)
+        queued = audio.get("input_fill_frames", 0.0) + audio.get("output_fill_frames", 0.0)
+        return devices * 1000 + (1 + MODEL_DELAY_FRAMES + queued) * frame_ms + p50
+
+    def context_text(self) -> str:
+        """How much history the LM attends to: grows until the window is full, then rolls."""
+        window = self.context_steps * self.frame_seconds
+        seen = min(self.steps, self.context_steps) * self.frame_seconds
+        if self.steps >= self.context_steps:
+            return f"{window:.0f} s window full (oldest forgotten)"
+        return f"{seen:.1f}/{window:.0f} s ({window - seen:.0f} s left)"
+
+    def status_fields(self, audio: dict) -> list[tuple[str, str]]:
+        """(label, value) rows of the status panel."""
+        p50, p95 = self.percentile_ms(50), self.percentile_ms(95)
+        frame_ms = self.frame_seconds * 1000
+        step = "—" if p50 is None else f"p50 {p50:.1f} ms · p95 {p95:.1f} ms"
+        rtf = "—" if p50 is None else f"{p50 / frame_ms:.2f}"
+        latency = self.latency_ms(audio)
+        rate = audio.get("sample_rate", 24000)
+        underrun_s = audio.get("output_underruns", 0) / rate
+        return [
+            ("step", step),
+            ("real-time factor", rtf + ("  (too slow)" if p50 and p50 > frame_ms else "")),
+            ("latency", "—" if latency is None else f"≈ {latency:.0f} ms mic → speaker"),
+            (
+                "buffers",
+                f"mic {audio.get('input_fill_frames', 0.0):.1f}/"
+                f"{audio.get('input_capacity_frames', 0)} · speaker "
+                f"{audio.get('output_fill_frames', 0.0):.1f}/"
+                f"{audio.get('output_capacity_frames', 0)} frames",
+            ),
+            (
+                "dropped / underruns / overflows",
+                f"{self.dropped_frames} frames · "
+                f"{audio.get('output_underrun_callbacks', 0)} ({underrun_s:.2f} s) · "
+                f"{audio.get('input_overflows', 0) + audio.get('output_overflows', 0)} samples",
+            ),
+            ("mic level", f"{meter(self.mic_db)} {self.mic_db:5.0f} dB"),
+            ("moshi level", f"{meter(self.moshi_db)} {self.moshi_db:5.0f} dB"),
+            ("elapsed", format_time(self.elapsed)),
+            ("context", self.context_text()),
+        ]
+
+
+class ChatView:
+    """The rich live view: Moshi's transcript with a speaking indicator, and a status panel."""
+
+    def __init__(self, state: ChatState) -> None:
+        self.state = state
+
+    def render(self, audio: dict) -> RenderableType:
+        """The whole screen for the current state and audio stats."""
+        state = self.state
+        if state.speaking:
+            indicator = Text("● Moshi is speaking", style="bold green")
+        else:
+            indicator = Text("○ listening", style="dim")
+        lines = state.transcript.to_text().splitlines()[-TRANSCRIPT_LINES:]
+        body = Text("\n".join(lines)) if lines else Text("(Moshi's words appear here)", "dim")
+        transcript = Panel(body, title="Moshi", subtitle=indicator, subtitle_align="left")
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan", justify="right")
+        table.add_column()
+        for label, value in state.status_fields(audio):
+            table.add_row(label, value)
+        status = Panel(table, title="status", subtitle=QUIT_HINT, subtitle_align="right")
+        return Group(transcript, status)
+
+
+class PlainView:
+    """--no-ui: Moshi's finished lines and a periodic status line, as plain text."""
+
+    def __init__(self, state: ChatState, write: Callable[[str], None]) -> None:
+        self.state = state
+        self.write = write
+        self._printed_lines = 0
+        self._next_status = STATUS_EVERY_S
+
+    def on_frame(self, event: FrameEvent) -> None:
+        """Print transcript lines that can no longer grow."""
+        words = self.state.transcript.words
+        lines = self.state.transcript.to_text().splitlines()
+        done = len(lines) - 1
+        if words and event.time - words[-1].end > LINE_PAUSE_S:
+            done = len(lines)
+        self._print_lines(lines[:done])
+
+    def _print_lines(self, lines: list[str]) -> None:
+        for line in lines[self._printed_lines :]:
+            self.write(f"moshi {line}")
+        self._printed_lines = max(self._printed_lines, len(lines))
+
+    def tick(self, audio: dict) -> None:
+        """Print the status line when its period has passed."""
+        if self.state.elapsed >= self._next_status:
+            self._next_status += STATUS_EVERY_S
+            self.write(self.status_line(audio))
+
+    def status_line(self, audio: dict) -> str:
+        """All status fields on one line."""
+        fields = "; ".join(f"{k} {v}" for k, v in self.state.status_fields(audio))
+        return f"status steps {self.state.steps}; {fields}"
+
+    def close(self, audio: dict) -> None:
+        """Print the last transcript line and a final status line."""
+        self._print_lines(self.state.transcript.to_text().splitlines())
+        self.write(self.status_line(audio))
+
+
+class KeyReader:
+    """Single key presses from the terminal without Enter (inactive when stdin is no TTY)."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._saved = None
+
+    def __enter__(self) -> KeyReader:
+        if sys.stdin.isatty():
+            import termios
+            import tty
+
+            self._fd = sys.stdin.fileno()
+            self._saved = termios.tcgetattr(self._fd)
+            tty.setcbreak(self._fd)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            import termios
+
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._fd = None
+
+    def pressed(self) -> str:
+        """Keys typed since the last call ("" if none)."""
+        if self._fd is None or not select.select([self._fd], [], [], 0)[0]:
+            return ""
+        return os.read(self._fd, 64).decode(errors="ignore")
