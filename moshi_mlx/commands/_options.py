@@ -1,0 +1,139 @@
+"""Flag groups shared by the commands that run Moshi: weights, dtype and sampling."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..app.engine import SamplingSettings
+from ..checkpoints import (
+    DEFAULT_QUANTIZED,
+    DEFAULT_VOICE,
+    DTYPE_BYTES,
+    QUANTIZATIONS,
+    VOICES,
+    WeightRequest,
+)
+
+
+def add_weight_options(parser: argparse.ArgumentParser) -> None:
+    """Add --voice/--quantized/--hf-repo, local file overrides, --offline and --dtype."""
+    group = parser.add_argument_group("weights")
+    group.add_argument(
+        "--voice",
+        default=DEFAULT_VOICE,
+        metavar="|".join(VOICES),
+        help=f"which official voice to download (default {DEFAULT_VOICE})",
+    )
+    group.add_argument(
+        "--quantized",
+        metavar="|".join(QUANTIZATIONS),
+        help=f"weight format: 4-bit, 8-bit or bf16 (default {DEFAULT_QUANTIZED}); "
+        "picks kyutai/<voice>-mlx-q4|q8|bf16",
+    )
+    group.add_argument("--hf-repo", metavar="REPO", help="Hugging Face repo to use instead")
+    group.add_argument(
+        "--moshi-weight", type=Path, metavar="FILE", help="local LM .safetensors file"
+    )
+    group.add_argument(
+        "--mimi-weight", type=Path, metavar="FILE", help="local Mimi .safetensors file"
+    )
+    group.add_argument(
+        "--mimi-config",
+        type=Path,
+        metavar="JSON",
+        help="Mimi config JSON (default: the official Mimi)",
+    )
+    group.add_argument(
+        "--tokenizer", type=Path, metavar="FILE", help="local SentencePiece .model file"
+    )
+    group.add_argument(
+        "--lm-config",
+        type=Path,
+        metavar="JSON",
+        help="LM config JSON (default: the repo's config.json, else the official 7B)",
+    )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only the Hugging Face cache, never the network (also HF_HUB_OFFLINE=1)",
+    )
+    group.add_argument(
+        "--dtype",
+        default="bfloat16",
+        metavar="|".join(DTYPE_BYTES),
+        help="LM compute dtype (default bfloat16; Mimi always runs in float32)",
+    )
+    group.add_argument(
+        "--no-memory-check",
+        action="store_true",
+        help="load even if the model looks too big for the free memory",
+    )
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """Add temperature / top-k for text and audio, and --seed."""
+    default = SamplingSettings()
+    group = parser.add_argument_group("sampling (temperature 0 = greedy, reproducible)")
+    group.add_argument(
+        "--text-temperature",
+        type=float,
+        default=default.text_temperature,
+        metavar="T",
+        help=f"text sampling temperature (default {default.text_temperature})",
+    )
+    group.add_argument(
+        "--text-top-k",
+        type=int,
+        default=default.text_top_k,
+        metavar="K",
+        help=f"sample text among the K likeliest tokens (default {default.text_top_k})",
+    )
+    group.add_argument(
+        "--audio-temperature",
+        type=float,
+        default=default.audio_temperature,
+        metavar="T",
+        help=f"audio sampling temperature (default {default.audio_temperature})",
+    )
+    group.add_argument(
+        "--audio-top-k",
+        type=int,
+        default=default.audio_top_k,
+        metavar="K",
+        help=f"sample audio among the K likeliest tokens (default {default.audio_top_k})",
+    )
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=default.seed,
+        help=f"random seed: same seed + input = same answer (default {default.seed})",
+    )
+
+
+def weight_request(args: argparse.Namespace) -> WeightRequest:
+    """The WeightRequest described by the weight flags."""
+    return WeightRequest(
+        voice=args.voice,
+        quantized=args.quantized,
+        hf_repo=args.hf_repo,
+        moshi_weight=args.moshi_weight,
+        mimi_weight=args.mimi_weight,
+        mimi_config=args.mimi_config,
+        tokenizer=args.tokenizer,
+        lm_config=args.lm_config,
+        offline=args.offline,
+        dtype=args.dtype,
+        memory_check=not args.no_memory_check,
+    )
+
+
+def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
+    """The SamplingSettings described by the sampling flags."""
+    return SamplingSettings(
+        text_temperature=args.text_temperature,
+        text_top_k=args.text_top_k,
+        audio_temperature=args.audio_temperature,
+        audio_top_k=args.audio_top_k,
+        seed=args.seed,
+    )

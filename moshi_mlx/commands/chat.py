@@ -1,0 +1,45 @@
+"""`python cli.py chat`: talk with Moshi through the microphone and speakers, offline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._options import add_sampling_options, add_weight_options, sampling_settings, weight_request
+
+
+def register(subparsers) -> None:
+    """Add the `chat` command."""
+    parser = subparsers.add_parser(
+        "chat",
+        help="full-duplex conversation with Moshi in the terminal",
+        description=__doc__,
+    )
+    audio = parser.add_argument_group("audio")
+    audio.add_argument(
+        "--input-device", metavar="DEVICE", help="microphone: index or part of the name (see `cli.py devices`)"
+    )
+    audio.add_argument(
+        "--output-device", metavar="DEVICE", help="speaker: index or part of the name (see `cli.py devices`)"
+    )
+    audio.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help="save conversation.wav (you left, Moshi right) and transcript.json/.txt in DIR",
+    )
+    parser.add_argument(
+        "--no-ui", action="store_true", help="print plain lines instead of the live screen"
+    )
+    add_weight_options(parser)
+    add_sampling_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the conversation; returns when the user quits."""
+    from ..app.chat import ChatOptions, run_chat
+
+    options = ChatOptions(args.input_device, args.output_device, args.record, not args.no_ui)
+    run_chat(weight_request(args), sampling_settings(args), options)
+    return 0

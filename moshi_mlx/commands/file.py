@@ -1,0 +1,43 @@
+"""`python cli.py file IN OUT`: Moshi answers a recording of the user, frame by frame, offline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._options import add_sampling_options, add_weight_options, sampling_settings, weight_request
+
+
+def register(subparsers) -> None:
+    """Add the `file` command."""
+    parser = subparsers.add_parser(
+        "file",
+        help="run Moshi on a recording (any rate / channels) and write its answer",
+        description=__doc__,
+    )
+    parser.add_argument("input", type=Path, help="the user's recording (WAV/FLAC/OGG)")
+    parser.add_argument("output", type=Path, help="WAV file for Moshi's audio")
+    parser.add_argument(
+        "--stereo", action="store_true", help="write the user (left) and Moshi (right)"
+    )
+    parser.add_argument(
+        "--transcript", type=Path, metavar="JSON", help="write Moshi's transcript here"
+    )
+    add_weight_options(parser)
+    add_sampling_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Process the whole file."""
+    from ..app.file_mode import run_file
+
+    run_file(
+        weight_request(args),
+        sampling_settings(args),
+        args.input,
+        args.output,
+        stereo=args.stereo,
+        transcript_path=args.transcript,
+    )
+    return 0

@@ -1,0 +1,204 @@
+"""File mode on the tiny fixture Moshi: determinism, equality with the streaming loop, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile as sf
+from app_fakes import FakeDuplex
+from rich.console import Console
+
+from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.file_mode import process_frames, run_file, split_frames
+from moshi_mlx.app.loop import FrameLoop
+from moshi_mlx.audio.files import resample
+from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
+
+from conftest import FIXTURES, REPO_ROOT
+
+FRAME = 1920
+GREEDY = SamplingSettings(text_temperature=0, audio_temperature=0)
+TINY_FLAGS = [
+    "--moshi-weight", str(FIXTURES / "lm" / "model.safetensors"),
+    "--lm-config", str(FIXTURES / "lm" / "config.json"),
+    "--tokenizer", str(FIXTURES / "lm" / "tokenizer.model"),
+    "--mimi-weight", str(FIXTURES / "mimi" / "mimi_small.safetensors"),
+    "--mimi-config", str(FIXTURES / "mimi" / "mimi_small.json"),
+]  # fmt: skip
+
+
+def tiny_request(**changes) -> WeightRequest:
+    """The fixture Moshi (small Mimi + small LM) as local overrides."""
+    lm, mimi = FIXTURES / "lm", FIXTURES / "mimi"
+    fields = dict(
+        moshi_weight=lm / "model.safetensors",
+        lm_config=lm / "config.json",
+        tokenizer=lm / "tokenizer.model",
+        mimi_weight=mimi / "mimi_small.safetensors",
+        mimi_config=mimi / "mimi_small.json",
+        offline=True,
+    )
+    return WeightRequest(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """1.52 s of espeak speech (the Mimi fixture input), twice: 38 frames."""
+    pcm = np.array(mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"])
+    return np.tile(pcm.reshape(-1), 2)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return load_engine(resolve_checkpoint(tiny_request()), GREEDY)
+
+
+def test_split_frames_pads_the_last_frame():
+    frames = split_frames(np.ones(2 * FRAME + 5, np.float32), FRAME)
+    assert frames.shape == (3, FRAME)
+    assert frames[2, :5].sum() == 5 and not frames[2, 5:].any()
+
+
+def test_greedy_file_mode_is_deterministic(engine, speech):
+    first = process_frames(engine, split_frames(speech, FRAME))
+    second = process_frames(engine, split_frames(speech, FRAME))
+    np.testing.assert_array_equal(first.moshi, second.moshi)
+    assert first.transcript.to_json() == second.transcript.to_json()
+    frames = first.transcript.to_json()["frames"]
+    assert len(frames) == 38 and frames[0]["audio_codes"] is None
+    assert all(len(f["audio_codes"]) == 8 for f in frames[1:])
+    assert np.abs(first.moshi[FRAME:]).max() > 0.01  # Moshi's audio from the second frame on
+    assert not first.moshi[:FRAME].any()  # silence while the acoustic delay fills
+
+
+def stream_through_loop(engine, frames: np.ndarray) -> list:
+    """Drive the live FrameLoop frame by frame, as the microphone would."""
+    engine.warmup()  # as `chat` does before the streams open
+    audio = FakeDuplex()
+    loop = FrameLoop(engine, audio)
+    events = []
+    for frame in frames:
+        audio.push(frame)
+        assert loop.process_available()
+        events.append(loop.events.get_nowait())
+    assert loop.dropped_frames == 0
+    return events
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        pytest.param(GREEDY, id="greedy"),
+        pytest.param(SamplingSettings(seed=7), id="sampled-same-seed"),
+    ],
+)
+def test_file_mode_equals_the_streaming_loop(sampling, speech):
+    engine = load_engine(resolve_checkpoint(tiny_request()), sampling)
+    frames = split_frames(speech, FRAME)
+    offline = process_frames(engine, frames)
+    events = stream_through_loop(engine, frames)
+    offline_frames = offline.transcript.to_json()["frames"]
+    assert [e.text_token for e in events] == [f["text_token"] for f in offline_frames]
+    for event, frame in zip(events, offline_frames):
+        codes = None if event.audio_codes is None else event.audio_codes.tolist()
+        assert codes == frame["audio_codes"]
+    np.testing.assert_array_equal(np.concatenate([e.moshi_pcm for e in events]), offline.moshi)
+
+
+def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
+    source = tmp_path / "user_48k_stereo.wav"
+    speech_48k = resample(speech, 24000, 48000)
+    sf.write(str(source), np.stack([speech_48k, speech_48k], axis=1), 48000, subtype="FLOAT")
+    console = Console(file=open(os.devnull, "w"))
+    result = run_file(
+        tiny_request(),
+        GREEDY,
+        source,
+        tmp_path / "out.wav",
+        stereo=True,
+        transcript_path=tmp_path / "t.json",
+        console=console,
+    )
+    pcm, rate = sf.read(str(tmp_path / "out.wav"), dtype="float32")
+    assert rate == 24000 and pcm.shape == (38 * FRAME, 2)  # 48 kHz input resampled
+    np.testing.assert_allclose(pcm[:, 1], np.clip(result.moshi, -1, 1), atol=1 / 32767)
+    np.testing.assert_allclose(pcm[:, 0], np.clip(result.user, -1, 1), atol=1 / 32767)
+    assert np.corrcoef(result.user, speech)[0, 1] > 0.99  # the input, back at 24 kHz
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved == json.loads(json.dumps(result.transcript.to_json()))
+    assert set(saved["frames"][5]) == {"step", "time", "text_token", "text", "audio_codes"}
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "cli.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_cli_file_mode_greedy(tmp_path, speech):
+    sf.write(str(tmp_path / "in.wav"), speech, 24000)
+    outputs = []
+    for name in ("a", "b"):
+        result = cli(
+            "file", str(tmp_path / "in.wav"), str(tmp_path / f"{name}.wav"),
+            "--transcript", str(tmp_path / f"{name}.json"),
+            "--text-temperature", "0", "--audio-temperature", "0", *TINY_FLAGS,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "38 frames (3.0 s)" in result.stdout
+        outputs.append(sf.read(str(tmp_path / f"{name}.wav"))[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "weight, flag, message",
+    [
+        pytest.param("model.q4.safetensors", "3", "--quantized 3 is not supported", id="bad-value"),
+        pytest.param("model.q4.safetensors", "8", "already quantized (4 bits, group 32)", id="q4-as-q8"),
+        pytest.param("model.q4.safetensors", "bf16", "is quantized (4 bits, group 32), not bf16", id="q4-as-bf16"),
+    ],
+)  # fmt: skip
+def test_wrong_quantization_flag_is_one_line(tmp_path, weight, flag, message):
+    flags = [*TINY_FLAGS]
+    flags[1] = str(FIXTURES / "lm" / weight)
+    sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), 24000)
+    result = cli("file", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), *flags, "--quantized", flag)
+    line = one_line_error(result)
+    assert line.startswith("error: ") and message in line
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_offline_without_cached_weights_is_one_line(tmp_path):
+    sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), 24000)
+    result = cli(
+        "file", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--offline",
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert "kyutai/moshiko-mlx-q4/" in line and "offline mode is on" in line
+
+
+def test_missing_input_file_is_one_line(tmp_path):
+    result = cli("file", str(tmp_path / "nope.wav"), str(tmp_path / "o.wav"), *TINY_FLAGS)
+    assert "audio file not found" in one_line_error(result)
