@@ -12,7 +12,7 @@ def speech_like(seconds: float, seed: int, f0: float = 120.0) -> np.ndarray:
 
     Harmonics of a gliding pitch are weighted by three formant resonances that move to a
     new vowel every syllable (120-320 ms, one in five silent), under a syllable envelope,
-    with a little breath noise; float32 (T,) peaking at -6 dBFS.
+    with a little breath noise and speech's falling spectrum; float32 (T,), peak -6 dBFS.
     """
     rng = np.random.default_rng(seed)
     n = int(seconds * SAMPLE_RATE)
@@ -31,16 +31,17 @@ def speech_like(seconds: float, seed: int, f0: float = 120.0) -> np.ndarray:
     ]
     phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
     voiced = np.zeros(n)
-    for k in range(1, int(7000 / f0)):
+    for k in range(1, int(10000 / f0)):
         freq = k * pitch
-        gain = sum(
-            1.0 / (1.0 + ((freq - fc) / (0.08 * fc + 40)) ** 2) for fc in formants
+        resonance = sum(
+            1 / (1 + ((freq - fc) / (0.08 * fc + 40)) ** 2) for fc in formants
         )
-        voiced += np.where(freq < 0.45 * SAMPLE_RATE, gain / np.sqrt(k), 0.0) * np.sin(
-            k * phase
-        )
+        # 1/k: the -6 dB/octave tilt of a real glottal source; the floor keeps some highs.
+        voiced += (0.15 + resonance) / k * np.sin(k * phase)
     envelope = np.sin(np.pi * within) ** 2 * (rng.random(knots.size) > 0.2)[syllable]
-    speech = envelope * (voiced + 0.3 * rng.standard_normal(n))
+    kernel = np.hanning(6)  # breath noise mostly below ~4 kHz, as in speech
+    breath = np.convolve(rng.standard_normal(n), kernel / kernel.sum(), mode="same")
+    speech = envelope * (voiced + 0.2 * breath)
     return (0.5 * speech / np.abs(speech).max()).astype(np.float32)
 
 

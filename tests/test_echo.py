@@ -12,6 +12,7 @@ from moshi_mlx.audio.echo import (
     Int16Chunk,
     float_to_int16,
     int16_to_float,
+    reference_delay_for,
 )
 from moshi_mlx.errors import AudioError
 
@@ -287,12 +288,40 @@ def test_the_user_alone_passes(voices) -> None:
 
 
 def test_reference_delay_bridges_long_device_latency(voices) -> None:
-    """800 ms speaker->mic is past what AEC3 finds alone; holding the reference 400 ms fixes it."""
+    """800 ms speaker->mic is past AEC3's 500 ms window; holding the reference 400 ms fixes it."""
     far, _ = voices
     echo = room_echo(far, delay_ms=800, gain_db=-6)
-    out, _ = run_scene(far, echo, reference_delay_ms=400)
     late = slice(3 * SAMPLE_RATE, 6 * SAMPLE_RATE)
-    assert level_db(echo[late]) - level_db(out[late]) > 25.0
+    alone, _ = run_scene(far, echo)
+    held, _ = run_scene(far, echo, reference_delay_ms=reference_delay_for(0.8))
+    assert level_db(echo[late]) - level_db(alone[late]) < 15.0  # measured ~2 dB
+    assert level_db(echo[late]) - level_db(held[late]) > 25.0  # measured ~60 dB
+
+
+@pytest.mark.parametrize(
+    "latency_s, hold_ms",
+    [
+        pytest.param(0.03, 0.0, id="laptop"),
+        pytest.param(0.25, 0.0, id="half-window"),
+        pytest.param(0.4, 150.0, id="virtual-devices"),
+        pytest.param(0.8, 550.0, id="bluetooth"),
+    ],
+)
+def test_reference_delay_centres_latency_in_the_window(latency_s, hold_ms) -> None:
+    assert reference_delay_for(latency_s) == pytest.approx(hold_ms)
+
+
+def test_clean_is_the_frame_loop_hook() -> None:
+    far = speech_like(1.0, seed=3)
+    mic = room_echo(far, delay_ms=40, gain_db=-6)
+    by_hook, by_hand = EchoCanceller(SAMPLE_RATE), EchoCanceller(SAMPLE_RATE)
+    for start in range(0, far.size - FRAME + 1, FRAME):
+        f, m = far[start : start + FRAME], mic[start : start + FRAME]
+        by_hand.process_far(f)
+        np.testing.assert_array_equal(by_hook.clean(m, f), by_hand.process_near(m))
+    silent = EchoCanceller(SAMPLE_RATE, echo_cancellation=False)
+    quantized = int16_to_float(float_to_int16(mic[:FRAME]))  # WebRTC works in int16
+    np.testing.assert_array_equal(silent.clean(mic[:FRAME], None), quantized)
 
 
 def test_noise_suppression_alone() -> None:

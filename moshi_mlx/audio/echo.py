@@ -46,6 +46,16 @@ def power_dbfs(pcm: np.ndarray) -> float:
     return 10.0 * math.log10(max(float(np.mean(np.square(pcm))), 1e-20))
 
 
+def reference_delay_for(device_latency_s: float) -> float:
+    """Reference hold (ms) that centres a device's speaker -> mic latency in AEC3's window.
+
+    AEC3 finds delays of 0 to MAX_DELAY_MS by itself; a device reporting more latency
+    (Bluetooth, large buffers) gets its reference held back by the excess over half the
+    window, so a latency misreported by up to +-250 ms is still found.
+    """
+    return max(0.0, device_latency_s * 1000.0 - MAX_DELAY_MS / 2)
+
+
 class ChunkSplitter:
     """Cuts a stream of float32 pieces of any length into exact chunks, carrying the remainder."""
 
@@ -194,6 +204,12 @@ class EchoCanceller:
                 out[i] = self._guarded(self._near_buffer, chunk, "process_stream")
             self._measure(chunk, out[i])
         return out.reshape(-1)
+
+    def clean(self, mic: np.ndarray, played: np.ndarray | None) -> np.ndarray:
+        """The frame loop's mic filter: feed the paired played frame, return the cleaned mic."""
+        if played is not None:
+            self.process_far(played)
+        return self.process_near(mic)
 
     def _send_far(self) -> None:
         chunk = self._far_queue.popleft()

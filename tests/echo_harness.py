@@ -1,0 +1,67 @@
+"""Run echo cancellation on real sound devices, the way the app's frame loop does, and save it all.
+
+Usage (in an environment whose default devices are the echo test's sinks):
+    python tests/echo_harness.py FAR.wav OUT.npz [--seconds S] [--reference-delay-ms D]
+
+Plays FAR.wav as Moshi's voice, frame by frame through DuplexAudio, and for every frame
+reads the microphone and the paired played frame, cleans the microphone with an
+EchoCanceller and keeps the raw microphone, the played audio, the cleaned audio and the
+running ERLE meter in OUT.npz (plus the stream's reported latencies). Prints
+"playing" once the stream runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from moshi_mlx.audio.duplex import FRAME_SIZE, SAMPLE_RATE, DuplexAudio
+from moshi_mlx.audio.echo import EchoCanceller
+from moshi_mlx.audio.files import read_audio
+
+PREFILL_FRAMES = 2  # speaker frames queued ahead, like the app's output queue
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("far")
+    parser.add_argument("out")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--reference-delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+
+    far = read_audio(args.far, SAMPLE_RATE)
+    n_frames = int(args.seconds * SAMPLE_RATE) // FRAME_SIZE
+    far = np.pad(far, (0, max(0, (n_frames + PREFILL_FRAMES) * FRAME_SIZE - far.size)))
+    far_frames = far[: (n_frames + PREFILL_FRAMES) * FRAME_SIZE].reshape(-1, FRAME_SIZE)
+    aec = EchoCanceller(SAMPLE_RATE, reference_delay_ms=args.reference_delay_ms)
+    mic, played, clean, erle = [], [], [], []
+    with DuplexAudio() as audio:
+        for frame in far_frames[:PREFILL_FRAMES]:
+            audio.write_frame(frame)
+        print("playing", flush=True)  # the test starts the second voice from here
+        while len(mic) < n_frames:
+            frame = audio.read_frame(timeout=1.0)
+            if frame is None:
+                raise SystemExit("no microphone frame within 1 s")
+            reference = audio.read_played_frame()
+            audio.write_frame(far_frames[PREFILL_FRAMES + len(mic)])
+            aec.process_far(reference)
+            clean.append(aec.process_near(frame))
+            mic.append(frame)
+            played.append(reference)
+            erle.append(np.nan if aec.erle_db is None else aec.erle_db)
+        stats = audio.stats()
+    np.savez(
+        args.out,
+        mic=np.concatenate(mic),
+        played=np.concatenate(played),
+        clean=np.concatenate(clean),
+        erle=np.array(erle),
+        latency_s=np.array([stats["input_latency_s"], stats["output_latency_s"]]),
+    )
+
+
+if __name__ == "__main__":
+    main()
