@@ -299,10 +299,14 @@ def check_memory(estimate: MemoryEstimate, quant: Quantization, available: int |
     else:
         hint = "no smaller quantization would fit either; close other applications"
     raise WeightsError(
-        f"the model needs about {estimate.total / GB:.1f} GB but only "
-        f"{available / GB:.1f} GB of memory is available; {hint} "
+        f"the model needs about {_size(estimate.total)} but only "
+        f"{_size(available)} of memory is available; {hint} "
         "(or pass --no-memory-check to try anyway)"
     )
+
+
+def _size(n: float) -> str:
+    return f"{n / GB:.1f} GB" if n >= GB else f"{n / 1e6:.0f} MB"
 
 
 def available_memory() -> int | None:

@@ -185,3 +185,19 @@ def test_memory_check_suggests_a_smaller_quantization():
     bf16 = estimate.as_quantization(QUANTIZATIONS["bf16"])
     with pytest.raises(WeightsError, match=r"needs about 19\.\d GB .*--quantized 8 would fit"):
         check_memory(bf16, QUANTIZATIONS["bf16"], available=int(12 * GB))
+
+
+def test_resolution_checks_memory_before_loading(lm_fixtures, mimi_fixtures):
+    request = WeightRequest(
+        moshi_weight=lm_fixtures / "model.safetensors",
+        lm_config=lm_fixtures / "config.json",
+        tokenizer=lm_fixtures / "tokenizer.model",
+        mimi_weight=mimi_fixtures / "mimi_small.safetensors",
+        offline=True,
+    )
+    resolve_checkpoint(request, available=int(1 * GB))
+    # (bf16 weights 5.2 MB + Mimi 1.9 MB + KV cache 2 x 2 layers x 3000 x 256 x 2 B = 6.1 MB) x 1.1
+    with pytest.raises(WeightsError, match=r"needs about 15 MB but only 12 MB .*--quantized 8 would fit"):
+        resolve_checkpoint(request, available=12_000_000)
+    skipped = WeightRequest(**{**request.__dict__, "memory_check": False})
+    assert resolve_checkpoint(skipped, available=1).lm_weight == request.moshi_weight

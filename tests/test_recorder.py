@@ -167,3 +167,17 @@ def test_full_disk_keeps_what_was_saved(tmp_path):
     assert info.frames == 36 * FRAME
     assert os.path.getsize(out / WAV_NAME) == 44 + 36 * FRAME * 4
     assert len(json.loads((out / JSON_NAME).read_text())["frames"]) == 36
+
+
+def test_int16_audio_is_recorded_losslessly(tmp_path):
+    """Devices deliver int16 / 32768: the WAV must hold exactly those integers again."""
+    ints = np.arange(-32768, 32768, 17, dtype=np.int16)[: 12 * FRAME]
+    ints = np.resize(ints, 12 * FRAME)
+    recorder = Recorder(tmp_path, RATE, FRAME)
+    for step in range(12):
+        chunk = ints[step * FRAME : (step + 1) * FRAME].astype(np.float32) / 32768
+        recorder.add(step, chunk, -chunk, 3, "", None)
+    recorder.close()
+    pcm16, _ = sf.read(str(tmp_path / WAV_NAME), dtype="int16")
+    np.testing.assert_array_equal(pcm16[:, 0], ints)
+    np.testing.assert_array_equal(pcm16[:, 1], np.clip(-ints.astype(np.int32), -32768, 32767))

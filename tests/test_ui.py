@@ -114,3 +114,11 @@ def test_plain_view_prints_finished_lines_and_status():
     view.close(audio)
     assert lines[-2] == "moshi [00:02.64] I am fine."
     assert lines[-1].startswith("status steps")
+
+
+def test_long_transcript_keeps_its_tail():
+    state = ChatState(FRAME_S, context_steps=3000)
+    for step in range(400):
+        state.on_frame(event(step, f" w{step}"))
+    text = screen(ChatView(state), FakeDuplex().stats())
+    assert "…" in text and "w399" in text and " w10 " not in text

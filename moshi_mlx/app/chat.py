@@ -32,6 +32,7 @@ class ChatOptions:
     output_device: int | str | None = None
     record_dir: Path | None = None
     ui: bool = True
+    mic_filter: MicFilter | None = None  # e.g. echo cancellation, run on every mic frame
 
 
 @contextmanager
@@ -66,14 +67,15 @@ def run_chat(
     with console.status("loading Moshi and warming up…"):
         engine = load_engine(checkpoint, sampling)
         engine.warmup()
-    console.print(f"[yellow]{HEADPHONES_HINT}[/yellow]")
+    if options.mic_filter is None:
+        console.print(HEADPHONES_HINT, style="yellow", soft_wrap=True)
     with audio:
         recorder = (
             Recorder(options.record_dir, engine.sample_rate, engine.frame_size)
             if options.record_dir is not None
             else None
         )
-        converse(engine, audio, recorder, options.ui, console)
+        converse(engine, audio, recorder, options.ui, console, options.mic_filter)
 
 
 def converse(
@@ -173,7 +175,7 @@ def _report(
     if recorder is not None:
         saved = f"recording saved in {recorder.directory} ({recorder.seconds_saved:.1f} s)"
         if recorder.error is None and (stopped is None or stopped.error is None):
-            console.print(saved, highlight=False)
+            _print_plain(console, saved)
     if stopped is not None and stopped.error is not None:
         suffix = f"; {saved}" if saved else ""
         raise MoshiError(f"the model stopped after {state.steps} frames: {stopped.error}{suffix}")

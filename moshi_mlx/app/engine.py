@@ -64,9 +64,12 @@ class MoshiEngine:
         return self.frame_size / self.sample_rate
 
     def reset(self) -> None:
-        """Fresh Mimi and LM streaming state and sampling seed; steps restart at 0."""
-        self._stream.reset()
-        self._gen.reset()
+        """Start a new conversation: fresh Mimi and LM state and seed from the next step on.
+
+        The state is rebuilt by `step` itself because MLX binds a lazy array to the
+        thread that created it: the chat steps on a worker thread, not the loading one.
+        """
+        self._reset_pending = True
         self.steps = 0
 
     def warmup(self, frames: int = WARMUP_FRAMES) -> None:
@@ -77,6 +80,10 @@ class MoshiEngine:
 
     def step(self, pcm: np.ndarray) -> StepResult:
         """Process one (frame_size,) float32 frame of the user's audio."""
+        if self._reset_pending:
+            self._stream.reset()
+            self._gen.reset()
+            self._reset_pending = False
         codes = self._stream.encode(mx.array(pcm, dtype=mx.float32)[None])  # (1, K)
         out = self._gen.step(codes.reshape(-1))
         if out.audio_codes is None:
@@ -116,6 +123,7 @@ def load_engine(checkpoint: Checkpoint, sampling: SamplingSettings) -> MoshiEngi
         dtype=getattr(mx, checkpoint.dtype),
         quantize=quant.quantize if quant else None,
     )
+    mx.eval(model.parameters())  # materialise on this thread (see MoshiEngine.reset)
     stored = quantization_of(model)
     if quant is not None and quant.bits is None and stored != "not quantized":
         raise WeightsError(

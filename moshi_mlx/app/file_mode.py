@@ -105,5 +105,6 @@ def run_file(
         f"{len(frames)} frames ({audio_seconds:.1f} s) in {result.seconds:.1f} s "
         f"(real-time factor {result.seconds / max(audio_seconds, 1e-9):.2f}) → {output_path}",
         highlight=False,
+        soft_wrap=True,
     )
     return result

@@ -21,9 +21,10 @@ from .transcript import Transcript
 WAV_NAME = "conversation.wav"
 JSON_NAME = "transcript.json"
 TEXT_NAME = "transcript.txt"
+PROCESSED_NAME = "mic_processed.wav"  # --record-processed: the mic after echo cancellation
 FLUSH_SECONDS = 1.0
 _HEADER_BYTES = 44
-_PCM16_MAX = 32767
+_PCM16_SCALE = 32768  # int16 s <-> float s / 32768, as PortAudio/PulseAudio convert: lossless
 
 
 class WavAppender:
@@ -66,7 +67,8 @@ class WavAppender:
 
     def append(self, pcm: np.ndarray) -> None:
         """Append float32 (T, channels) samples and update the header; on error keep the old end."""
-        data = (np.clip(pcm, -1.0, 1.0) * _PCM16_MAX).round().astype("<i2").tobytes()
+        scaled = np.rint(np.asarray(pcm, np.float32) * _PCM16_SCALE)
+        data = np.clip(scaled, -_PCM16_SCALE, _PCM16_SCALE - 1).astype("<i2").tobytes()
         try:
             self._file.seek(_HEADER_BYTES + self.data_bytes)
             self._file.write(data)
@@ -114,16 +116,24 @@ def write_atomic(path: Path, text: str) -> None:
 class Recorder:
     """Records a conversation into `directory`: user left, Moshi right, one LM step per frame."""
 
-    def __init__(self, directory: str | Path, sample_rate: int, frame_size: int) -> None:
+    def __init__(
+        self, directory: str | Path, sample_rate: int, frame_size: int, processed: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self.frame_seconds = frame_size / sample_rate
         self.transcript = Transcript(self.frame_seconds)
         self.error: str | None = None
         self._flush_frames = max(1, int(FLUSH_SECONDS / self.frame_seconds))
         self._pending: list[np.ndarray] = []
+        self._pending_processed: list[np.ndarray] = []
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._wav = WavAppender(self.directory / WAV_NAME, sample_rate, channels=2)
+            self._processed_wav = (
+                WavAppender(self.directory / PROCESSED_NAME, sample_rate, channels=1)
+                if processed
+                else None
+            )
         except FileExistsError:
             raise AudioError(
                 f"--record {self.directory}: it already holds {WAV_NAME}; choose another folder"
@@ -147,11 +157,14 @@ class Recorder:
         text_token: int,
         text: str,
         audio_codes: np.ndarray | None,
+        processed_pcm: np.ndarray | None = None,
     ) -> None:
         """Queue one step (both channels' frame and Moshi's text); saves every second."""
         if self.error is not None:
             return
         self._pending.append(np.stack([user_pcm, moshi_pcm], axis=1))  # (frame, 2)
+        if self._processed_wav is not None and processed_pcm is not None:
+            self._pending_processed.append(processed_pcm[:, None])  # (frame, 1)
         self.transcript.add(step, text_token, text, audio_codes)
         if len(self._pending) >= self._flush_frames:
             self.flush()
@@ -164,9 +177,13 @@ class Recorder:
             if self._pending:
                 self._wav.append(np.concatenate(self._pending))
                 self._pending.clear()
+            if self._pending_processed:
+                self._processed_wav.append(np.concatenate(self._pending_processed))
+                self._pending_processed.clear()
             self._write_transcripts()
         except OSError as exc:
             self._pending.clear()
+            self._pending_processed.clear()
             self.error = (
                 f"recording stopped after {self.seconds_saved:.1f} s: "
                 f"{exc.strerror or exc} (saved so far: {self.directory})"
@@ -182,3 +199,5 @@ class Recorder:
         """Save everything still queued and close the files."""
         self.flush()
         self._wav.close()
+        if self._processed_wav is not None:
+            self._processed_wav.close()

@@ -20,15 +20,19 @@ from .loop import FrameEvent
 from .transcript import LINE_PAUSE_S, Transcript, format_time
 
 HEADPHONES_HINT = (
-    "Use headphones: there is no echo cancellation yet, so through speakers Moshi "
+    "Use headphones: echo cancellation is off (--aec off), so through speakers Moshi "
     "would hear itself."
+)
+ECHO_HINT = (
+    "Echo cancellation is on: speakers work. Headphones are still better with very loud "
+    "speakers or a Bluetooth (long-delay) output."
 )
 QUIT_HINT = "q or Ctrl-C to quit"
 SPEAKING_HOLD_S = 0.8  # Moshi counts as speaking this long after its last text token
 STEP_WINDOW = 125  # frames (10 s) behind the step-time percentiles
 LEVEL_FLOOR_DB = -60.0
 METER_WIDTH = 12
-TRANSCRIPT_LINES = 8
+TRANSCRIPT_CHARS = 600  # tail of the transcript kept on screen
 # Frames between a mic frame entering the LM and Moshi's answer to it being decodable:
 # the LM reads the user's frame one step later, and Moshi's acoustic codes come one
 # step after its semantic code.
@@ -66,6 +70,7 @@ class ChatState:
         self.time = 0.0
         self._clock = clock
         self._start = clock()
+        self.echo = None  # the EchoCanceller cleaning the mic (moshi_mlx.audio.echo), if any
 
     def on_frame(self, event: FrameEvent) -> None:
         """Take in one processed frame."""
@@ -137,11 +142,24 @@ class ChatState:
                 f"{audio.get('output_underrun_callbacks', 0)} ({underrun_s:.2f} s) · "
                 f"{audio.get('input_overflows', 0) + audio.get('output_overflows', 0)} samples",
             ),
+            ("echo cancellation", echo_status(self.echo)),
             ("mic level", f"{meter(self.mic_db)} {self.mic_db:5.0f} dB"),
             ("moshi level", f"{meter(self.moshi_db)} {self.moshi_db:5.0f} dB"),
             ("elapsed", format_time(self.elapsed)),
             ("context", self.context_text()),
         ]
+
+
+def echo_status(echo) -> str:
+    """The echo canceller's state and measured echo reduction, for the status panel."""
+    suppress = " · noise suppression" if echo is not None and echo.noise_suppression else ""
+    if echo is None or not echo.echo_cancellation:
+        return "off (use headphones)" + suppress
+    if echo.error is not None:
+        return f"stopped, mic passes raw: {echo.error}"
+    erle = echo.erle_db
+    removed = "measuring when Moshi speaks" if erle is None else f"{erle:.0f} dB echo removed"
+    return f"on · {removed}{suppress}"
 
 
 class ChatView:
@@ -157,8 +175,10 @@ class ChatView:
             indicator = Text("● Moshi is speaking", style="bold green")
         else:
             indicator = Text("○ listening", style="dim")
-        lines = state.transcript.to_text().splitlines()[-TRANSCRIPT_LINES:]
-        body = Text("\n".join(lines)) if lines else Text("(Moshi's words appear here)", "dim")
+        text = state.transcript.to_text().rstrip("\n")
+        if len(text) > TRANSCRIPT_CHARS:
+            text = "…" + text[-TRANSCRIPT_CHARS:]
+        body = Text(text) if text else Text("(Moshi's words appear here)", "dim")
         transcript = Panel(body, title="Moshi", subtitle=indicator, subtitle_align="left")
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", justify="right")

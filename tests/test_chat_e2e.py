@@ -1,0 +1,214 @@
+"""`cli.py chat` end to end through real sounddevice streams on the virtual PulseAudio devices.
+
+The tiny fixture Moshi hears espeak speech played into its microphone (sink app_in), its
+speaker (sink app_out) is recorded, and the `--record` files are checked against both.
+Replaying the recorded user channel through file mode must give back the recorded Moshi
+channel and transcript exactly: that proves the recording is complete and time-aligned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import soundfile as sf
+from audio_env import align, align_pieces, play_into_mic, record_speaker, virtual_audio_env
+from test_file_mode import TINY_FLAGS, tiny_request
+
+from conftest import FIXTURES, REPO_ROOT
+from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.file_mode import process_frames, split_frames
+from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, WAV_NAME
+from moshi_mlx.checkpoints import resolve_checkpoint
+
+pytestmark = pytest.mark.audio
+
+RATE = 24000
+FRAME = 1920
+FRAME_S = FRAME / RATE
+START_TIMEOUT_S = 90  # model loading + warm-up on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> tuple[np.ndarray, Path]:
+    """About 6 s: three times 1.52 s of espeak speech followed by 0.5 s of silence."""
+    pcm = np.array(mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"])
+    clip = np.concatenate([pcm.reshape(-1), np.zeros(RATE // 2, np.float32)])
+    pcm16 = np.round(np.tile(clip, 3) * 32768).clip(-32768, 32767).astype(np.int16)
+    path = tmp_path_factory.mktemp("speech") / "speech.wav"
+    sf.write(str(path), pcm16, RATE, subtype="PCM_16")
+    return pcm16.astype(np.float32) / 32768, path
+
+
+class App:
+    """`cli.py chat --no-ui` as a subprocess, its stdout read line by line in the background."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "cli.py", "chat", "--no-ui", *args, *TINY_FLAGS],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stdout: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, prefix: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.process.kill()
+                pytest.fail(f"no {prefix!r} line; stderr: {self.process.stderr.read()}")
+            self.stdout.append(line)
+            if line.startswith(prefix):
+                return
+
+    def finish(self, timeout: float = 30) -> tuple[int, list[str], str]:
+        code = self.process.wait(timeout)
+        stderr = self.process.stderr.read()
+        time.sleep(0.1)  # let the reader thread take the last lines
+        while not self.lines.empty():
+            self.stdout.append(self.lines.get())
+        return code, self.stdout, stderr
+
+
+def status_counters(lines: list[str]) -> dict[str, int]:
+    """steps, dropped frames, underrun callbacks, overflow samples from the last status line."""
+    status = [line for line in lines if line.startswith("status ")][-1]
+    steps = int(re.search(r"status steps (\d+);", status)[1])
+    match = re.search(r"dropped / underruns / overflows (\d+) frames · (\d+) \(.*?\) · (\d+)", status)
+    return {
+        "steps": steps,
+        "dropped": int(match[1]),
+        "underruns": int(match[2]),
+        "overflows": int(match[3]),
+    }
+
+
+def test_chat_through_real_devices(tmp_path, speech):
+    reference, speech_wav = speech
+    env = virtual_audio_env()
+    record_dir = tmp_path / "rec"
+    with record_speaker(tmp_path / "speaker.wav", env) as speaker:
+        app = App(["--record", str(record_dir)], env)
+        app.wait_for("listening", START_TIMEOUT_S)
+        started = time.monotonic()
+        player = play_into_mic(speech_wav, env)
+        player.wait(timeout=30)
+        time.sleep(0.5)
+        app.process.send_signal(signal.SIGINT)
+        ran_s = time.monotonic() - started
+        code, lines, stderr = app.finish()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert lines[0].startswith("Use headphones") and lines[1].startswith("listening")
+    assert re.fullmatch(rf"recording saved in {re.escape(str(record_dir))} \(\d+\.\d s\)", lines[-1])
+
+    # the loop kept pace with the device clock: every 80 ms period was processed or dropped
+    counters = status_counters(lines)
+    expected = ran_s / FRAME_S
+    assert 0.8 * expected - 3 <= counters["steps"] + counters["dropped"] <= expected + 5
+    assert counters["dropped"] <= 0.2 * counters["steps"]
+    assert counters["underruns"] <= 0.2 * counters["steps"] and counters["overflows"] == 0
+
+    # the recording: valid stereo WAV, one transcript frame per 80 ms of it
+    pcm16, rate = sf.read(str(record_dir / WAV_NAME), dtype="int16")
+    assert rate == RATE and pcm16.ndim == 2 and pcm16.shape[1] == 2
+    steps = pcm16.shape[0] // FRAME
+    assert pcm16.shape[0] == steps * FRAME and steps == counters["steps"]
+    transcript = json.loads((record_dir / JSON_NAME).read_text())
+    assert [f["step"] for f in transcript["frames"]] == list(range(steps))
+    assert (record_dir / TEXT_NAME).is_file()
+    user, moshi = pcm16[:, 0].astype(np.float32) / 32768, pcm16[:, 1].astype(np.float32) / 32768
+
+    # the user channel holds the speech played into the microphone
+    _, score = align(reference, user)
+    assert score > 0.95
+
+    # the speaker played Moshi's channel (pieces: underruns may insert silence)
+    heard = sf.read(str(speaker.path), dtype="float32")[0]
+    loud = [i for i in range(2, steps - 3) if np.abs(moshi[i * FRAME : (i + 1) * FRAME]).max() > 0.05]
+    assert len(loud) > steps // 2
+    start = loud[0] * FRAME
+    pieces = align_pieces(moshi[start : start + 3 * RATE], heard, piece=RATE // 5)
+    assert np.median([s for _, s in pieces]) > 0.9
+
+    # replaying what Moshi heard gives back what it said, step for step
+    engine = load_engine(resolve_checkpoint(tiny_request()), SamplingSettings())
+    replay = process_frames(engine, split_frames(user, FRAME))
+    replay_frames = replay.transcript.to_json()["frames"]
+    assert [f["text_token"] for f in transcript["frames"]] == [f["text_token"] for f in replay_frames]
+    assert [f["audio_codes"] for f in transcript["frames"]] == [
+        f["audio_codes"] for f in replay_frames
+    ]
+    expected_moshi = np.clip(np.rint(replay.moshi * 32768), -32768, 32767).astype(np.int16)
+    np.testing.assert_array_equal(pcm16[:, 1], expected_moshi)
+
+
+def test_killed_chat_keeps_its_recording(tmp_path, speech):
+    _, speech_wav = speech
+    env = virtual_audio_env()
+    record_dir = tmp_path / "rec"
+    app = App(["--record", str(record_dir)], env)
+    app.wait_for("listening", START_TIMEOUT_S)
+    player = play_into_mic(speech_wav, env)
+    time.sleep(3.0)
+    app.process.send_signal(signal.SIGKILL)  # no cleanup at all, mid-speech
+    app.finish()
+    player.wait(timeout=30)
+    info = sf.info(str(record_dir / WAV_NAME))
+    assert info.channels == 2 and info.frames % FRAME == 0
+    assert info.frames >= (3.0 - 1.0 - 0.5) * RATE  # at most the last second lost (+ start-up)
+    frames = json.loads((record_dir / JSON_NAME).read_text())["frames"]
+    assert info.frames - RATE <= len(frames) * FRAME <= info.frames
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def run_chat(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "cli.py", "chat", "--no-ui", *args, *TINY_FLAGS],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_unknown_device_is_one_line(tmp_path):
+    result = run_chat(["--input-device", "99", "--record", str(tmp_path / "r")], virtual_audio_env())
+    assert "unknown input device index 99" in one_line_error(result)
+    assert not (tmp_path / "r").exists()  # nothing started, nothing recorded
+
+
+def test_no_devices_is_one_line():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE")}
+    env["PULSE_SERVER"] = "unix:/nonexistent/pulse/native"
+    line = one_line_error(run_chat([], env))
+    assert line.startswith("error: no ") and "device" in line
