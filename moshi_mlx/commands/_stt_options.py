@@ -1,0 +1,46 @@
+"""Flags naming the speech-to-text model, shared by `transcribe` and `chat --user-transcript`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..stt.checkpoint import DEFAULT_STT_REPO, STT_REPOS, SttRequest
+
+
+def add_stt_options(parser: argparse.ArgumentParser, title: str = "speech-to-text model") -> None:
+    """Add --stt-repo and the local file overrides --stt-config/--stt-weight/--stt-tokenizer."""
+    group = parser.add_argument_group(title)
+    group.add_argument(
+        "--stt-repo",
+        default=DEFAULT_STT_REPO,
+        metavar="REPO",
+        help=f"Hugging Face STT repo (default {DEFAULT_STT_REPO}; "
+        f"also {', '.join(STT_REPOS[1:])})",
+    )
+    group.add_argument(
+        "--stt-config",
+        type=Path,
+        metavar="JSON",
+        help="local STT config.json (files it names are taken from its folder when present)",
+    )
+    group.add_argument(
+        "--stt-weight", type=Path, metavar="FILE", help="local STT .safetensors (any quantization)"
+    )
+    group.add_argument(
+        "--stt-tokenizer", type=Path, metavar="FILE", help="local STT SentencePiece .model file"
+    )
+
+
+def stt_request(args: argparse.Namespace) -> SttRequest:
+    """The SttRequest described by the STT flags (plus --mimi-*, --offline and --dtype)."""
+    return SttRequest(
+        repo=args.stt_repo,
+        weight=args.stt_weight,
+        config=args.stt_config,
+        tokenizer=args.stt_tokenizer,
+        mimi_weight=getattr(args, "mimi_weight", None),
+        mimi_config=getattr(args, "mimi_config", None),
+        offline=args.offline,
+        dtype=args.dtype,
+    )

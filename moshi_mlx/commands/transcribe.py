@@ -1,0 +1,72 @@
+"""`python cli.py transcribe IN`: a recording's words with their times (Kyutai's streaming STT)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._stt_options import add_stt_options, stt_request
+
+
+def register(subparsers) -> None:
+    """Add the `transcribe` command."""
+    parser = subparsers.add_parser(
+        "transcribe",
+        help="speech to text with word timestamps (Kyutai STT, streaming, offline)",
+        description=__doc__,
+    )
+    parser.add_argument(
+        "input", type=Path, help="recording to transcribe (WAV/FLAC/OGG, any rate)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help='also write {"audio_seconds", "text", "words": [{"time", "text"}]}',
+    )
+    add_stt_options(parser)
+    group = parser.add_argument_group("audio codec and compute")
+    group.add_argument(
+        "--mimi-weight",
+        type=Path,
+        metavar="FILE",
+        help="local Mimi .safetensors (default: the one the STT config names)",
+    )
+    group.add_argument(
+        "--mimi-config",
+        type=Path,
+        metavar="JSON",
+        help="Mimi config JSON (default: the official Mimi)",
+    )
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only the Hugging Face cache, never the network (also HF_HUB_OFFLINE=1)",
+    )
+    group.add_argument(
+        "--dtype",
+        default="bfloat16",
+        metavar="bfloat16|float16|float32",
+        help="STT compute dtype (default bfloat16; Mimi always runs in float32)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Transcribe the file, print the timed lines, and say how long it took."""
+    from rich.console import Console
+
+    from ..stt.file import print_transcript, transcribe_file
+
+    status = Console(stderr=True)
+    result = transcribe_file(stt_request(args), args.input, args.json, status)
+    print_transcript(result, Console(soft_wrap=True))
+    saved = f" → {args.json}" if args.json else ""
+    status.print(
+        f"{len(result.words)} words, {result.audio_seconds:.1f} s of audio in "
+        f"{result.seconds:.1f} s (real-time factor "
+        f"{result.seconds / max(result.audio_seconds, 1e-9):.2f}){saved}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 0

@@ -1,0 +1,28 @@
+"""Speech-to-text with Kyutai's streaming STT models: the user's words, with their times."""
+
+from .checkpoint import (
+    DEFAULT_STT_REPO,
+    SttCheckpoint,
+    SttModel,
+    SttRequest,
+    load_stt,
+    load_stt_mimi,
+    resolve_stt_checkpoint,
+)
+from .stream import SttStep, SttStream, TimedWord, benchmark_step, pad_for_file, word_lines
+
+__all__ = [
+    "DEFAULT_STT_REPO",
+    "SttCheckpoint",
+    "SttModel",
+    "SttRequest",
+    "SttStep",
+    "SttStream",
+    "TimedWord",
+    "benchmark_step",
+    "load_stt",
+    "load_stt_mimi",
+    "pad_for_file",
+    "resolve_stt_checkpoint",
+    "word_lines",
+]

@@ -1,0 +1,155 @@
+"""Which files a speech-to-text model needs, and loading them.
+
+An STT repository (default kyutai/stt-1b-en_fr-mlx) holds a full `config.json` whose
+`moshi_name`, `tokenizer_name` and `mimi_name` name the other files. `--stt-config`,
+`--stt-weight`, `--stt-tokenizer` (and, for `transcribe`, `--mimi-weight` /
+`--mimi-config`) replace single files. A file named by a local config is taken from
+the config's folder when it is there, else from the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+
+from ..errors import ConfigError, WeightsError
+from ..lm import Lm, LmConfig, load_lm
+from ..mimi import Mimi, MimiConfig, load_mimi
+from ..text import Tokenizer
+from ..weights import hub_file
+
+DEFAULT_STT_REPO = "kyutai/stt-1b-en_fr-mlx"  # English + French, 0.5 s delay, about 1B parameters
+STT_REPOS = (DEFAULT_STT_REPO, "kyutai/stt-2.6b-en-mlx")  # the second: English, 2.5 s delay
+CONFIG_FILENAME = "config.json"
+WEIGHT_FILENAME = "model.safetensors"  # when the config has no moshi_name
+STT_DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class SttRequest:
+    """The STT model the user asked for (None = take it from the repository)."""
+
+    repo: str = DEFAULT_STT_REPO
+    weight: Path | None = None
+    config: Path | None = None
+    tokenizer: Path | None = None
+    mimi_weight: Path | None = None
+    mimi_config: Path | None = None
+    offline: bool = False
+    dtype: str = "bfloat16"
+
+
+@dataclass(frozen=True)
+class SttCheckpoint:
+    """Local paths of the STT files; `mimi_weight` is None when the caller brings its own Mimi."""
+
+    config: Path
+    weight: Path
+    tokenizer: Path
+    mimi_weight: Path | None
+    mimi_config: Path | None  # None: the official Mimi
+    dtype: str
+
+
+def _local(path: Path, flag: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{flag} {path}: file not found")
+    return path
+
+
+def read_stt_config(path: Path, flag: str = "--stt-config") -> LmConfig:
+    """An LmConfig that describes a speech-to-text model, or a ConfigError saying why not."""
+    cfg = LmConfig.from_json(path)
+    if cfg.model_type != "stt" or cfg.stt is None or cfg.dep_q != 0:
+        raise ConfigError(
+            f"{flag} {path}: not a speech-to-text config (needs model_type \"stt\", "
+            f"an stt_config and dep_q 0; got model_type {cfg.model_type!r}, dep_q {cfg.dep_q})"
+        )
+    return cfg
+
+
+def resolve_stt_checkpoint(request: SttRequest, with_mimi: bool = True) -> SttCheckpoint:
+    """Find (downloading if allowed) the STT files; `with_mimi=False` skips its Mimi file."""
+    if request.dtype not in STT_DTYPES:
+        raise ConfigError(
+            f"--dtype {request.dtype} is not supported; use one of {', '.join(STT_DTYPES)}"
+        )
+    offline = request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if request.config is not None:
+        config = _local(request.config, "--stt-config")
+    else:
+        config = hub_file(request.repo, CONFIG_FILENAME, offline=offline)
+    cfg = read_stt_config(config)
+
+    def find(local: Path | None, flag: str, key: str, default: str | None = None) -> Path:
+        if local is not None:
+            return _local(local, flag)
+        name = getattr(cfg, key) or default
+        if name is None:
+            raise ConfigError(f"{config}: no {key!r} key; pass {flag}")
+        if request.config is not None and (config.parent / name).is_file():
+            return config.parent / name
+        return hub_file(request.repo, name, offline=offline)
+
+    tokenizer = find(request.tokenizer, "--stt-tokenizer", "tokenizer_name")
+    mimi_weight = find(request.mimi_weight, "--mimi-weight", "mimi_name") if with_mimi else None
+    mimi_config = _local(request.mimi_config, "--mimi-config") if request.mimi_config else None
+    weight = find(request.weight, "--stt-weight", "moshi_name", WEIGHT_FILENAME)
+    return SttCheckpoint(config, weight, tokenizer, mimi_weight, mimi_config, request.dtype)
+
+
+@dataclass(frozen=True)
+class SttModel:
+    """A loaded STT language model and its text tokenizer."""
+
+    lm: Lm
+    tokenizer: Tokenizer
+
+    @property
+    def config(self) -> LmConfig:
+        return self.lm.cfg
+
+    @property
+    def codebooks(self) -> int:
+        """Mimi codebooks the model reads (32 for the official models)."""
+        return self.lm.cfg.n_q
+
+    @property
+    def delay_seconds(self) -> float:
+        """How far the text lags the audio."""
+        return self.lm.cfg.stt.audio_delay_seconds
+
+
+def load_stt(checkpoint: SttCheckpoint) -> SttModel:
+    """Load the STT LM (any quantization, read from the file) and its tokenizer."""
+    cfg = read_stt_config(checkpoint.config)
+    tokenizer = Tokenizer(checkpoint.tokenizer, cfg.text_padding_ids)
+    if len(tokenizer) != cfg.text_card:
+        raise ConfigError(
+            f"{checkpoint.tokenizer} has {len(tokenizer)} pieces but the STT model writes "
+            f"{cfg.text_card} (text_card); pass the tokenizer named in {checkpoint.config}"
+        )
+    lm = load_lm(checkpoint.weight, cfg, dtype=getattr(mx, checkpoint.dtype))
+    mx.eval(lm.parameters())  # materialised here, so any thread may step the model
+    return SttModel(lm, tokenizer)
+
+
+def load_stt_mimi(checkpoint: SttCheckpoint, codebooks: int) -> Mimi:
+    """The Mimi named by an STT checkpoint, encoding `codebooks` codebooks."""
+    config = MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
+    check_codebooks(config or MimiConfig.official(), codebooks, checkpoint.mimi_config)
+    return load_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
+
+
+def check_codebooks(mimi: MimiConfig, needed: int, source: Path | None) -> None:
+    """ConfigError unless this Mimi has the `needed` codebooks the STT model reads."""
+    if needed > mimi.max_codebooks:
+        where = f"--mimi-config {source}" if source else "the official Mimi"
+        raise ConfigError(
+            f"the STT model reads {needed} Mimi codebooks but {where} has only "
+            f"{mimi.max_codebooks}; use the Mimi named by the STT config"
+        )

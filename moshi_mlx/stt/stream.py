@@ -1,0 +1,157 @@
+"""Streaming speech-to-text with Kyutai's delayed-streams STT: Mimi codes in, timed words out.
+
+The STT model is the Moshi temporal transformer with `dep_q` 0: every Mimi codebook
+it reads is the user's, and it writes one text token per 80 ms frame. The text
+lags the audio by `stt_config.audio_delay_seconds`, so the token written at step t
+describes the audio around `t * 0.08 - audio_delay_seconds` (minus the silence put
+in front of a file). No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+from ..app.transcript import LINE_PAUSE_S, format_time
+from ..lm import Lm, LmGen, Sampler, SttConfig
+from ..text import Tokenizer, WordAssembler
+
+END_SILENCE_S = 1.0  # silence after the delay that the reference appends to a file
+
+
+@dataclass(frozen=True)
+class TimedWord:
+    """A recognised word and when it starts in the audio, in seconds."""
+
+    time: float
+    text: str
+
+    def to_json(self) -> dict:
+        return {"time": self.time, "text": self.text}
+
+
+def word_lines(words: list[TimedWord]) -> list[str]:
+    """One '[mm:ss.ss] words…' line per stretch of speech (a new line after a long pause)."""
+    lines: list[str] = []
+    previous: TimedWord | None = None
+    for word in words:
+        if previous is None or word.time - previous.time > LINE_PAUSE_S:
+            lines.append(f"[{format_time(word.time)}] {word.text}")
+        else:
+            lines[-1] += f" {word.text}"
+        previous = word
+    return lines
+
+
+@dataclass(frozen=True)
+class SttStep:
+    """What one STT step produced: the frame it was given, its text token and finished words."""
+
+    frame: int
+    token: int
+    words: list[TimedWord]
+
+
+def file_padding(stt: SttConfig, sample_rate: int) -> tuple[int, int]:
+    """Silence (before, after) a file in samples, as the reference pads: prefix; delay + 1 s."""
+    before = int(stt.audio_silence_prefix_seconds * sample_rate)
+    after = int((stt.audio_delay_seconds + END_SILENCE_S) * sample_rate)
+    return before, after
+
+
+def pad_for_file(pcm: np.ndarray, stt: SttConfig, sample_rate: int) -> np.ndarray:
+    """A file's (T,) audio with the reference's silence around it, so its last words come out."""
+    before, after = file_padding(stt, sample_rate)
+    silence = np.zeros(before + after, np.float32)
+    return np.concatenate([silence[:before], np.asarray(pcm, np.float32), silence[before:]])
+
+
+class SttStream:
+    """Transcribes Mimi codes frame by frame: `step(codes)` per 80 ms, `flush()` at the end.
+
+    Args:
+        model: a loaded STT `Lm` (dep_q 0), parameters already evaluated.
+        tokenizer: its SentencePiece text tokenizer.
+        frame_seconds: duration of one frame (0.08 s).
+        lead_seconds: silence put in front of the audio (a file's prefix; 0 live),
+            subtracted from the word times like the model's delay.
+
+    A word ends at the next word's first piece or at the first padding token after
+    it, so a word is reported as soon as the model moves past it. The generator
+    state is built on the thread that steps, because MLX ties a lazy array to the
+    thread that made it.
+    """
+
+    def __init__(
+        self,
+        model: Lm,
+        tokenizer: Tokenizer,
+        frame_seconds: float,
+        lead_seconds: float = 0.0,
+    ) -> None:
+        cfg = model.cfg
+        if cfg.stt is None or cfg.dep_q != 0:
+            raise ValueError("not a speech-to-text model (needs stt_config and dep_q 0)")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.frame_seconds = frame_seconds
+        self.codebooks = cfg.n_q
+        self.delay_seconds = cfg.stt.audio_delay_seconds
+        self.lead_seconds = lead_seconds
+        lm_gen = cfg.lm_gen
+        self._sampler = Sampler(lm_gen.get("temp_text", 0.0), lm_gen.get("top_k_text"))
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream: empty history, frame count 0."""
+        self._gen: LmGen | None = None
+        self._words = WordAssembler(self.tokenizer)
+        self.steps = 0
+
+    def word_time(self, frame: int) -> float:
+        """Start time in the audio (s) of a word whose first piece came at `frame`."""
+        time = frame * self.frame_seconds - self.delay_seconds - self.lead_seconds
+        return round(max(0.0, time), 3)
+
+    def step(self, codes: np.ndarray | mx.array, frame: int | None = None) -> SttStep:
+        """Feed one frame's codes ((K,) with K >= codebooks; the first ones are used).
+
+        `frame` numbers the frame for the word times (default: frames fed so far),
+        so a caller that skips frames keeps the times right.
+        """
+        if self._gen is None:
+            self._gen = LmGen(self.model, text_sampler=self._sampler, seed=0)
+        frame = self.steps if frame is None else frame
+        codes = mx.array(codes, dtype=mx.int32).reshape(-1)[: self.codebooks]  # (n_q,)
+        token = self._gen.step(codes).text_token
+        self.steps += 1
+        if token in self.tokenizer.padding_ids:
+            done = self._words.flush()
+        else:
+            done = self._words.push(token, frame)
+        return SttStep(frame, token, [self._timed(w) for w in done])
+
+    def flush(self) -> list[TimedWord]:
+        """The word still in progress at the end of the audio, if any."""
+        return [self._timed(w) for w in self._words.flush()]
+
+    def _timed(self, word) -> TimedWord:
+        return TimedWord(self.word_time(word.step), word.text)
+
+
+def benchmark_step(model: Lm, seed: int = 0) -> Callable[[], mx.array]:
+    """A function running one STT step on random codes and returning its lazy text token.
+
+    For timing the STT beside Moshi, e.g. `benchmarks._common.time_steps(benchmark_step(m), 100)`.
+    """
+    cfg = model.cfg
+    gen = LmGen(model, text_sampler=Sampler(0.0), seed=seed)
+    codes = mx.random.randint(0, cfg.card, (cfg.n_q,), key=mx.random.key(seed)).astype(mx.int32)
+
+    def one_step() -> mx.array:
+        return gen.step(codes).text
+
+    return one_step
