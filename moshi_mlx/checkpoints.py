@@ -97,6 +97,14 @@ def quantization_for(flag: str) -> Quantization:
     return QUANTIZATIONS[flag]
 
 
+def _quantized_in_name(repo: str | None) -> str | None:
+    """The --quantized value a repo name ends with (`…-q8` → "8"), if any."""
+    for flag, quant in QUANTIZATIONS.items():
+        if repo is not None and repo.endswith(f"-{quant.repo_suffix}"):
+            return flag
+    return None
+
+
 def _is_offline(request: WeightRequest) -> bool:
     return request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
@@ -118,7 +126,7 @@ def _optional_hub_file(repo: str, filename: str, offline: bool) -> Path | None:
     except (EntryNotFoundError, LocalEntryNotFoundError):
         return None
     except KeyboardInterrupt:
-        raise WeightsError(f"download of {repo}/{filename} interrupted; run again") from None
+        raise WeightsError(f"download of {repo}/{filename} interrupted; run again to resume") from None
     except Exception as exc:  # unknown or gated repository, HTTP errors
         raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
 
@@ -144,7 +152,9 @@ def resolve_checkpoint(request: WeightRequest, available: int | None = None) -> 
         raise ConfigError(
             f"--dtype {request.dtype} is not supported; use one of {', '.join(DTYPE_BYTES)}"
         )
-    quant = quantization_for(request.quantized or DEFAULT_QUANTIZED)
+    quant = quantization_for(
+        request.quantized or _quantized_in_name(request.hf_repo) or DEFAULT_QUANTIZED
+    )
     offline = _is_offline(request)
     repo = request.hf_repo or official_repo(request.voice, quant.flag)
 

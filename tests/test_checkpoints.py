@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import huggingface_hub
 import huggingface_hub.constants
 import pytest
 
@@ -201,3 +202,26 @@ def test_resolution_checks_memory_before_loading(lm_fixtures, mimi_fixtures):
         resolve_checkpoint(request, available=12_000_000)
     skipped = WeightRequest(**{**request.__dict__, "memory_check": False})
     assert resolve_checkpoint(skipped, available=1).lm_weight == request.moshi_weight
+
+
+def test_custom_repo_name_gives_the_file_format(hf_cache, lm_fixtures, mimi_fixtures):
+    snapshot = populate(
+        hf_cache,
+        "someone/moshika-mlx-q8",
+        {
+            "model.q8.safetensors": lm_fixtures / "model.q8.safetensors",
+            TOKENIZER_FILENAME: lm_fixtures / "tokenizer.model",
+            MIMI_FILENAME: mimi_fixtures / "mimi_small.safetensors",
+        },
+    )
+    request = WeightRequest(hf_repo="someone/moshika-mlx-q8", offline=True, memory_check=False)
+    assert resolve_checkpoint(request).lm_weight == snapshot / "model.q8.safetensors"
+
+
+def test_interrupted_download_says_run_again(hf_cache, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
+    with pytest.raises(WeightsError, match=r"download of kyutai/moshiko-mlx-q4/.* interrupted; run again"):
+        resolve_checkpoint(WeightRequest(memory_check=False))
