@@ -1,0 +1,123 @@
+"""The user's words during a chat: the STT steps on its own thread, fed the codes of each mic frame.
+
+Moshi's frame loop encodes every mic frame once with as many Mimi codebooks as the
+STT reads and hands the codes over with `submit`, which never blocks. Frames wait
+in a bounded queue: if the STT is slower than real time it falls behind and catches
+up in pauses; once it is `max_lag_frames` behind, the waiting frames are dropped and
+it skips ahead to the present. Moshi never waits for it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .stream import SttStream, TimedWord
+
+MAX_LAG_S = 5.0  # how far the STT may fall behind before it skips the waiting frames
+STEP_WINDOW = 125  # STT steps (10 s) behind the step-time median
+
+
+@dataclass(frozen=True)
+class SttStatus:
+    """How the live transcription keeps up."""
+
+    lag_frames: int  # frames waiting for the STT
+    dropped_frames: int  # frames skipped so far because it fell too far behind
+    step_ms: float | None  # median wall time of one STT step (recent steps)
+    error: str | None  # why the STT stopped, if it crashed (the chat goes on)
+
+
+class LiveTranscriber:
+    """Runs `stream` on a worker thread over the (step, codes) frames given to `submit`."""
+
+    def __init__(self, stream: SttStream, max_lag_frames: int | None = None) -> None:
+        self.stream = stream
+        self.max_lag_frames = max_lag_frames or round(MAX_LAG_S / stream.frame_seconds)
+        self.dropped_frames = 0
+        self.error: str | None = None
+        self._pending: deque[tuple[int, np.ndarray]] = deque()
+        self._busy = False
+        self._wake = threading.Condition()
+        self._finishing = False
+        self._abandon = False
+        self._words: queue.SimpleQueue[TimedWord] = queue.SimpleQueue()
+        self._step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
+        self._thread = threading.Thread(target=self._run, name="stt-worker", daemon=True)
+
+    def start(self) -> LiveTranscriber:
+        """Start the worker thread."""
+        self._thread.start()
+        return self
+
+    def submit(self, step: int, codes: np.ndarray) -> None:
+        """Queue the Mimi codes ((K,) int) of conversation frame `step`; never blocks."""
+        with self._wake:
+            if self.error is not None:
+                return
+            if len(self._pending) >= self.max_lag_frames:
+                self.dropped_frames += len(self._pending)
+                self._pending.clear()
+            self._pending.append((step, codes))
+            self._wake.notify()
+
+    def words(self) -> list[TimedWord]:
+        """The words recognised since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self._words.get_nowait())
+            except queue.Empty:
+                return out
+
+    def status(self) -> SttStatus:
+        """Lag, drops, step time and error, for the UI."""
+        with self._wake:
+            lag = len(self._pending) + self._busy
+        step_ms = float(np.median(self._step_ms)) if self._step_ms else None
+        return SttStatus(lag, self.dropped_frames, step_ms, self.error)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Transcribe the frames still waiting (for up to `timeout` s), then the last word."""
+        with self._wake:
+            self._finishing = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():  # too far behind: give up on the rest
+            with self._wake:
+                self._abandon = True
+                self.dropped_frames += len(self._pending)
+                self._pending.clear()
+
+    def _next(self) -> tuple[int, np.ndarray] | None:
+        with self._wake:
+            self._busy = False
+            while not self._pending and not self._finishing:
+                self._wake.wait()
+            if not self._pending or self._abandon:
+                return None
+            self._busy = True
+            return self._pending.popleft()
+
+    def _run(self) -> None:
+        try:
+            while (frame := self._next()) is not None:
+                start = time.perf_counter()
+                result = self.stream.step(frame[1], frame=frame[0])
+                self._step_ms.append((time.perf_counter() - start) * 1000)
+                for word in result.words:
+                    self._words.put(word)
+            if not self._abandon:
+                for word in self.stream.flush():
+                    self._words.put(word)
+        except Exception as exc:  # shown in the UI; Moshi goes on without the transcript
+            with self._wake:
+                self.error = f"{type(exc).__name__}: {exc}".strip()
+                self._pending.clear()
+                self._busy = False
