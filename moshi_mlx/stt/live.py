@@ -1,4 +1,4 @@
-"""The user's words during a chat: the STT steps on its own thread, fed the codes of each mic frame.
+"""The user's words during a chat: the STT steps on its own thread, fed each mic frame's codes.
 
 Moshi's frame loop encodes every mic frame once with as many Mimi codebooks as the
 STT reads and hands the codes over with `submit`, which never blocks. Frames wait
