@@ -110,7 +110,8 @@ def test_chat_through_real_devices(tmp_path, speech):
     env = virtual_audio_env()
     record_dir = tmp_path / "rec"
     with record_speaker(tmp_path / "speaker.wav", env) as speaker:
-        app = App(["--record", str(record_dir)], env)
+        # --aec off: Moshi hears the raw microphone, which is what the recording keeps
+        app = App(["--record", str(record_dir), "--aec", "off"], env)
         app.wait_for("listening", START_TIMEOUT_S)
         started = time.monotonic()
         player = play_into_mic(speech_wav, env)

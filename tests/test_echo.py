@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 from echo_scenes import SAMPLE_RATE, coherent_level_db, level_db, room_echo, speech_like
 
 from moshi_mlx.audio.echo import (
@@ -333,3 +337,18 @@ def test_noise_suppression_alone() -> None:
         level_db(noise[SAMPLE_RATE:]) - level_db(out[SAMPLE_RATE:]) > 6.0
     )  # measured 13 dB
     assert not aec.active
+
+
+def test_record_processed_needs_record() -> None:
+    result = subprocess.run(
+        [sys.executable, "cli.py", "chat", "--record-processed"],
+        check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: --record-processed needs --record DIR (where to save it)"
+    ]

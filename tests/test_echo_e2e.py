@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from audio_env import align, virtual_audio_env, write_wav
 from echo_scenes import SAMPLE_RATE, coherent_level_db, level_db, speech_like
 
@@ -186,3 +189,72 @@ def test_echo_cancelled_on_virtual_devices(echo_room: EchoRoom, tmp_path: Path) 
     assert figures["erle_meter_median_db"] > 10.0
     assert figures["double_talk_user_kept_db"] > -8.0
     assert figures["double_talk_echo_reduction_db"] > 5.0
+
+
+def test_chat_cancels_its_own_echo(echo_room: EchoRoom, tmp_path: Path) -> None:
+    """`cli.py chat` (fixture Moshi) on the echo room: its voice comes back into its mic."""
+    from test_chat_e2e import START_TIMEOUT_S, App
+    from test_file_mode import tiny_request
+
+    from moshi_mlx.app.engine import SamplingSettings, load_engine
+    from moshi_mlx.app.file_mode import process_frames, split_frames
+    from moshi_mlx.app.recorder import JSON_NAME, PROCESSED_NAME, WAV_NAME
+    from moshi_mlx.checkpoints import resolve_checkpoint
+
+    user = speech_like(3.0, seed=2, f0=210.0)
+    user_wav = write_wav(tmp_path / "user.wav", user)
+    record_dir = tmp_path / "rec"
+    app = App(["--record", str(record_dir), "--record-processed"], echo_room.app_env)
+    app.wait_for("listening", START_TIMEOUT_S)
+    time.sleep(USER_STARTS_S)
+    subprocess.run(
+        ["paplay", f"--device={echo_room.room_sink}", str(user_wav)],
+        env=echo_room.env,
+        check=True,
+        timeout=30,
+    )
+    time.sleep(1.0)
+    app.process.send_signal(signal.SIGINT)
+    code, lines, stderr = app.finish()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("Echo cancellation is on")
+    status = [line for line in lines if line.startswith("status ")][-1]
+    meter = re.search(r"echo cancellation on · (\d+) dB echo removed", status)
+    assert meter is not None, status
+
+    stereo, _ = sf.read(str(record_dir / WAV_NAME), dtype="float32")
+    raw, moshi = stereo[:, 0], stereo[:, 1]
+    processed, _ = sf.read(str(record_dir / PROCESSED_NAME), dtype="float32")
+    assert processed.shape == raw.shape
+    user_at, _ = align(user, raw)
+    # Moshi alone, once the canceller settled, in frames where it really spoke.
+    frames = [
+        i
+        for i in range(
+            int(SETTLED_S * SAMPLE_RATE) // FRAME, (user_at - SAMPLE_RATE // 5) // FRAME
+        )
+        if level_db(moshi[i * FRAME : (i + 1) * FRAME]) > -40
+    ]
+    assert len(frames) > 10, "the fixture Moshi was silent"
+    alone = np.concatenate([np.arange(i * FRAME, (i + 1) * FRAME) for i in frames])
+    talk = slice(user_at, user_at + user.size)
+    figures = {
+        "chat_echo_level_vs_moshi_db": level_db(raw[alone]) - level_db(moshi[alone]),
+        "chat_erle_aec_on_db": level_db(raw[alone]) - level_db(processed[alone]),
+        "chat_erle_meter_db": int(meter[1]),
+        "chat_double_talk_user_kept_db": level_db(processed[talk]) - level_db(user),
+    }
+    print("\nchat echo e2e:", json.dumps(figures, indent=1))
+    assert (
+        figures["chat_echo_level_vs_moshi_db"] > ECHO_GAIN_DB - 6
+    )  # the echo came back
+    assert figures["chat_erle_aec_on_db"] > 15.0
+    assert figures["chat_double_talk_user_kept_db"] > -8.0
+
+    # mic_processed.wav is exactly what Moshi heard: replaying it gives the same tokens
+    engine = load_engine(resolve_checkpoint(tiny_request()), SamplingSettings())
+    replay = process_frames(engine, split_frames(processed, FRAME))
+    recorded = json.loads((record_dir / JSON_NAME).read_text())["frames"]
+    replayed = replay.transcript.to_json()["frames"]
+    assert [f["text_token"] for f in recorded] == [f["text_token"] for f in replayed]
+    assert [f["audio_codes"] for f in recorded] == [f["audio_codes"] for f in replayed]

@@ -18,7 +18,15 @@ from ..errors import MoshiError
 from .engine import MoshiEngine, SamplingSettings, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
 from .recorder import Recorder
-from .ui import HEADPHONES_HINT, QUIT_HINT, ChatState, ChatView, KeyReader, PlainView
+from .ui import (
+    ECHO_HINT,
+    HEADPHONES_HINT,
+    QUIT_HINT,
+    ChatState,
+    ChatView,
+    KeyReader,
+    PlainView,
+)
 
 REFRESH_S = 0.1  # UI refresh / event wait period
 STOP_TIMEOUT_S = 10.0  # how long to wait for the worker to finish its frame on exit
@@ -33,6 +41,9 @@ class ChatOptions:
     record_dir: Path | None = None
     ui: bool = True
     mic_filter: MicFilter | None = None  # e.g. echo cancellation, run on every mic frame
+    aec: bool = True  # echo cancellation (the mic filter unless `mic_filter` is given)
+    noise_suppression: bool = False
+    record_processed: bool = False  # also record the mic as Moshi heard it (after filtering)
 
 
 @contextmanager
@@ -67,15 +78,44 @@ def run_chat(
     with console.status("loading Moshi and warming up…"):
         engine = load_engine(checkpoint, sampling)
         engine.warmup()
-    if options.mic_filter is None:
-        console.print(HEADPHONES_HINT, style="yellow", soft_wrap=True)
     with audio:
+        echo = None
+        if options.mic_filter is None:  # a caller's own filter replaces echo cancellation
+            echo = make_echo_canceller(options, audio.stats(), engine.sample_rate)
+        if echo is not None and echo.active:
+            console.print(ECHO_HINT, style="yellow", soft_wrap=True)
+        elif options.mic_filter is None:
+            console.print(HEADPHONES_HINT, style="yellow", soft_wrap=True)
         recorder = (
-            Recorder(options.record_dir, engine.sample_rate, engine.frame_size)
+            Recorder(
+                options.record_dir,
+                engine.sample_rate,
+                engine.frame_size,
+                processed=options.record_processed,
+            )
             if options.record_dir is not None
             else None
         )
-        converse(engine, audio, recorder, options.ui, console, options.mic_filter)
+        converse(engine, audio, recorder, options.ui, console, options.mic_filter, echo)
+
+
+def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: int):
+    """The EchoCanceller the options ask for, or None (--aec off, no noise suppression)."""
+    if not (options.aec or options.noise_suppression):
+        return None
+    from ..audio.echo import EchoCanceller, reference_delay_for
+
+    # Mic frame k and played frame k share a device period, so the echo of a played
+    # frame reaches the mic about the two device latencies later.
+    latency = (audio_stats.get("input_latency_s") or 0.0) + (
+        audio_stats.get("output_latency_s") or 0.0
+    )
+    return EchoCanceller(
+        sample_rate,
+        noise_suppression=options.noise_suppression,
+        echo_cancellation=options.aec,
+        reference_delay_ms=reference_delay_for(latency) if options.aec else 0.0,
+    )
 
 
 def converse(
@@ -85,9 +125,16 @@ def converse(
     ui: bool,
     console: Console,
     mic_filter: MicFilter | None = None,
+    echo=None,
 ) -> None:
-    """Run the frame loop on started `audio` until stopped; always closes the recording."""
+    """Run the frame loop on started `audio` until stopped; always closes the recording.
+
+    `echo` (an EchoCanceller) becomes the mic filter and shows in the status panel.
+    """
     state = ChatState(engine.frame_seconds, engine.context_steps)
+    if echo is not None:
+        state.echo = echo
+        mic_filter = echo.clean
     plain = None if ui else PlainView(state, lambda line: _print_plain(console, line))
     loop = FrameLoop(engine, audio, mic_filter=mic_filter)
     stop = threading.Event()
@@ -98,13 +145,15 @@ def converse(
         if plain is not None:
             plain.on_frame(event)
         if recorder is not None:
+            raw = event.raw_user_pcm if event.raw_user_pcm is not None else event.user_pcm
             recorder.add(
                 event.step,
-                event.user_pcm,
+                raw,  # the recording keeps the microphone as it was
                 event.moshi_pcm,
                 event.text_token,
                 event.text,
                 event.audio_codes,
+                processed_pcm=event.user_pcm,
             )
 
     display = _live(ChatView(state), audio, console) if ui else _plain(plain, audio, console)

@@ -59,6 +59,7 @@ class FrameEvent:
     user_pcm: np.ndarray  # (frame,) the mic frame Moshi heard (after the mic filter)
     moshi_pcm: np.ndarray  # (frame,) Moshi's audio sent to the speaker
     dropped_frames: int  # mic frames dropped so far for lag compensation
+    raw_user_pcm: np.ndarray | None = None  # (frame,) the mic frame before the mic filter
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class FrameLoop:
         if mic is None:
             return False
         played = self.audio.read_played_frame()
+        raw = mic
         if self.mic_filter is not None:
             mic = self.mic_filter(mic, played)
         start = time.perf_counter()
@@ -140,6 +142,7 @@ class FrameLoop:
                 user_pcm=mic,
                 moshi_pcm=result.pcm,
                 dropped_frames=self.dropped_frames,
+                raw_user_pcm=raw,
             )
         )
         return True

@@ -28,6 +28,24 @@ def register(subparsers) -> None:
         metavar="DIR",
         help="save conversation.wav (you left, Moshi right) and transcript.json/.txt in DIR",
     )
+    audio.add_argument(
+        "--aec",
+        choices=("on", "off"),
+        default="on",
+        help="echo cancellation (WebRTC AEC3), so Moshi does not hear itself through "
+        "speakers (default: on)",
+    )
+    audio.add_argument(
+        "--noise-suppression",
+        action="store_true",
+        help="also suppress steady background noise in the microphone",
+    )
+    audio.add_argument(
+        "--record-processed",
+        action="store_true",
+        help="with --record, also save mic_processed.wav: the microphone as Moshi heard "
+        "it, after echo cancellation",
+    )
     parser.add_argument(
         "--no-ui", action="store_true", help="print plain lines instead of the live screen"
     )
@@ -40,6 +58,18 @@ def run(args: argparse.Namespace) -> int:
     """Start the conversation; returns when the user quits."""
     from ..app.chat import ChatOptions, run_chat
 
-    options = ChatOptions(args.input_device, args.output_device, args.record, not args.no_ui)
+    from ..errors import ConfigError
+
+    if args.record_processed and args.record is None:
+        raise ConfigError("--record-processed needs --record DIR (where to save it)")
+    options = ChatOptions(
+        args.input_device,
+        args.output_device,
+        args.record,
+        not args.no_ui,
+        aec=args.aec == "on",
+        noise_suppression=args.noise_suppression,
+        record_processed=args.record_processed,
+    )
     run_chat(weight_request(args), sampling_settings(args), options)
     return 0
