@@ -188,9 +188,11 @@ def test_live_times_use_the_given_frame_and_only_the_delay(checkpoint, ref):
 
 
 def test_steps_on_another_thread_than_the_loader(checkpoint, ref):
-    """MLX ties lazy arrays to their thread: the stream must work on a worker thread."""
+    """Warmed up on the loading thread, stepped on a worker (MLX ties lazy arrays to a thread)."""
     model = load_stt(checkpoint)
     stt = SttStream(model.lm, model.tokenizer, FRAME_S)
+    stt.warmup()
+    assert stt.steps == 0
     got: list = []
 
     def work() -> None:

@@ -32,15 +32,15 @@ def add_stt_options(parser: argparse.ArgumentParser, title: str = "speech-to-tex
     )
 
 
-def stt_request(args: argparse.Namespace) -> SttRequest:
-    """The SttRequest described by the STT flags (plus --mimi-*, --offline and --dtype)."""
+def stt_request(args: argparse.Namespace, with_mimi_flags: bool) -> SttRequest:
+    """The SttRequest of the STT flags, --offline, --dtype (and --mimi-* when they are its own)."""
     return SttRequest(
         repo=args.stt_repo,
         weight=args.stt_weight,
         config=args.stt_config,
         tokenizer=args.stt_tokenizer,
-        mimi_weight=getattr(args, "mimi_weight", None),
-        mimi_config=getattr(args, "mimi_config", None),
+        mimi_weight=args.mimi_weight if with_mimi_flags else None,
+        mimi_config=args.mimi_config if with_mimi_flags else None,
         offline=args.offline,
         dtype=args.dtype,
     )

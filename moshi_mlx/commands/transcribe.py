@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from ..stt.file import print_transcript, transcribe_file
 
     status = Console(stderr=True)
-    result = transcribe_file(stt_request(args), args.input, args.json, status)
+    request = stt_request(args, with_mimi_flags=True)
+    result = transcribe_file(request, args.input, args.json, status)
     print_transcript(result, Console(soft_wrap=True))
     saved = f" → {args.json}" if args.json else ""
     status.print(

@@ -20,6 +20,7 @@ from ..lm import Lm, LmGen, Sampler, SttConfig
 from ..text import Tokenizer, WordAssembler
 
 END_SILENCE_S = 1.0  # silence after the delay that the reference appends to a file
+WARMUP_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ class SttStream:
         self._gen: LmGen | None = None
         self._words = WordAssembler(self.tokenizer)
         self.steps = 0
+
+    def warmup(self, frames: int = WARMUP_FRAMES) -> None:
+        """Run a few silent-code steps (compiling kernels), then start afresh."""
+        codes = np.zeros(self.codebooks, np.int32)
+        for _ in range(frames):
+            self.step(codes)
+        self.reset()
 
     def word_time(self, frame: int) -> float:
         """Start time in the audio (s) of a word whose first piece came at `frame`."""
