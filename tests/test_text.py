@@ -53,7 +53,8 @@ def test_words_are_assembled_with_their_first_step(tokenizer):
     assert len(words) == 4  # the last word waits for the next one or for flush()
     words += assembler.flush()
     assert words == [
-        Word(w, s) for w, s in zip("the house and the wave".split(), starts)
+        Word(w, s)
+        for w, s in zip("the house and the wave".split(), starts, strict=True)
     ]
     assert assembler.flush() == []
 
