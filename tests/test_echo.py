@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -352,3 +353,24 @@ def test_record_processed_needs_record() -> None:
     assert result.stderr.strip().splitlines() == [
         "error: --record-processed needs --record DIR (where to save it)"
     ]
+
+
+def test_status_panel_shows_the_canceller(voices) -> None:
+    from moshi_mlx.app.ui import ChatState, echo_status
+
+    far, _ = voices
+    assert echo_status(None) == "off (use headphones)"
+    off = EchoCanceller(SAMPLE_RATE, echo_cancellation=False, noise_suppression=True)
+    assert echo_status(off) == "off (use headphones) · noise suppression"
+    fresh = EchoCanceller(SAMPLE_RATE)
+    assert echo_status(fresh) == "on · measuring when Moshi speaks"
+    _, converged = run_scene(far, room_echo(far, delay_ms=120, gain_db=-6))
+    assert re.fullmatch(r"on · \d+ dB echo removed", echo_status(converged))
+    recorded(fresh, fail_at_call=0)
+    fresh.process_near(np.zeros(FRAME, np.float32))
+    assert echo_status(fresh).startswith(
+        "stopped, mic passes raw: echo cancellation stopped"
+    )
+    state = ChatState(0.08, context_steps=3000)
+    state.echo = converged
+    assert dict(state.status_fields({}))["echo cancellation"] == echo_status(converged)
