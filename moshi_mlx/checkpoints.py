@@ -1,4 +1,4 @@
-"""Which weight files to load: official Hugging Face repos, local overrides, and a memory check.
+"""Which weight files to load: official Hugging Face repos, local files, memory check.
 
 `--voice moshiko|moshika` and `--quantized 4|8|bf16` name one of Kyutai's MLX repos
 (`kyutai/<voice>-mlx-<q>`); `--hf-repo` replaces the repo; `--moshi-weight`,
@@ -22,14 +22,15 @@ TOKENIZER_FILENAME = "tokenizer_spm_32k_3.model"
 REPO_CONFIG_FILENAME = "config.json"
 MIMI_FILENAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 GB = 1e9
-MEMORY_OVERHEAD = 1.10  # activations, Mimi state and allocator slack on top of weights + KV cache
+# activations, Mimi state and allocator slack on top of weights + KV cache
+MEMORY_OVERHEAD = 1.10
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 _SAFETENSORS_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "U32": 4, "I32": 4}
 
 
 @dataclass(frozen=True)
 class Quantization:
-    """One published weight format: its flag value, repo suffix, file name and bit layout."""
+    """A published weight format: flag value, repo suffix, file name and bit layout."""
 
     flag: str
     repo_suffix: str
@@ -89,11 +90,10 @@ def official_repo(voice: str, quantized: str) -> str:
 
 
 def quantization_for(flag: str) -> Quantization:
-    """The Quantization of a `--quantized` value, or a ConfigError listing the valid ones."""
+    """The Quantization of a `--quantized` value (ConfigError listing valid ones)."""
     if flag not in QUANTIZATIONS:
-        raise ConfigError(
-            f"--quantized {flag} is not supported; use one of {', '.join(QUANTIZATIONS)}"
-        )
+        valid = ", ".join(QUANTIZATIONS)
+        raise ConfigError(f"--quantized {flag} is not supported; use one of {valid}")
     return QUANTIZATIONS[flag]
 
 
@@ -126,7 +126,9 @@ def _optional_hub_file(repo: str, filename: str, offline: bool) -> Path | None:
     except (EntryNotFoundError, LocalEntryNotFoundError):
         return None
     except KeyboardInterrupt:
-        raise WeightsError(f"download of {repo}/{filename} interrupted; run again to resume") from None
+        raise WeightsError(
+            f"download of {repo}/{filename} interrupted; run again to resume"
+        ) from None
     except Exception as exc:  # unknown or gated repository, HTTP errors
         raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
 
@@ -141,16 +143,21 @@ def _read_json(path: Path, flag: str) -> dict:
     return data
 
 
-def resolve_checkpoint(request: WeightRequest, available: int | None = None) -> Checkpoint:
-    """Find (downloading if allowed) every file, checking first that the model fits in memory.
+def resolve_checkpoint(
+    request: WeightRequest, available: int | None = None
+) -> Checkpoint:
+    """Find (downloading if allowed) every file, checking first that the model fits.
 
     `available` overrides the measured free memory in bytes (for tests).
     """
     if request.voice not in VOICES:
-        raise ConfigError(f"--voice {request.voice} is unknown; use one of {', '.join(VOICES)}")
-    if request.dtype not in DTYPE_BYTES:
         raise ConfigError(
-            f"--dtype {request.dtype} is not supported; use one of {', '.join(DTYPE_BYTES)}"
+            f"--voice {request.voice} is unknown; use one of {', '.join(VOICES)}"
+        )
+    if request.dtype not in DTYPE_BYTES:
+        valid = ", ".join(DTYPE_BYTES)
+        raise ConfigError(
+            f"--dtype {request.dtype} is not supported; use one of {valid}"
         )
     quant = quantization_for(
         request.quantized or _quantized_in_name(request.hf_repo) or DEFAULT_QUANTIZED
@@ -172,10 +179,16 @@ def resolve_checkpoint(request: WeightRequest, available: int | None = None) -> 
         return hub_file(repo, names.get(name_key, default), offline=offline)
 
     mimi_config = (
-        _local_file(request.mimi_config, "--mimi-config") if request.mimi_config else None
+        _local_file(request.mimi_config, "--mimi-config")
+        if request.mimi_config
+        else None
     )
-    tokenizer = fetch(request.tokenizer, "--tokenizer", "tokenizer_name", TOKENIZER_FILENAME)
-    mimi_weight = fetch(request.mimi_weight, "--mimi-weight", "mimi_name", MIMI_FILENAME)
+    tokenizer = fetch(
+        request.tokenizer, "--tokenizer", "tokenizer_name", TOKENIZER_FILENAME
+    )
+    mimi_weight = fetch(
+        request.mimi_weight, "--mimi-weight", "mimi_name", MIMI_FILENAME
+    )
     official = request.moshi_weight is None and request.hf_repo is None
     expected = quant if request.quantized is not None or official else None
     if request.memory_check:
@@ -184,18 +197,28 @@ def resolve_checkpoint(request: WeightRequest, available: int | None = None) -> 
         if lm_bytes is not None:
             stored = expected or _stored_quantization(request.moshi_weight, quant)
             check_memory(
-                estimate_memory(lm_bytes, lm_config, mimi_weight, request.dtype, stored),
+                estimate_memory(
+                    lm_bytes, lm_config, mimi_weight, request.dtype, stored
+                ),
                 stored,
                 available_memory() if available is None else available,
             )
-    lm_weight = fetch(request.moshi_weight, "--moshi-weight", "moshi_name", quant.filename)
+    lm_weight = fetch(
+        request.moshi_weight, "--moshi-weight", "moshi_name", quant.filename
+    )
     return Checkpoint(
-        lm_weight, lm_config, mimi_weight, mimi_config, tokenizer, expected, request.dtype
+        lm_weight,
+        lm_config,
+        mimi_weight,
+        mimi_config,
+        tokenizer,
+        expected,
+        request.dtype,
     )
 
 
 def _stored_quantization(path: Path | None, guess: Quantization) -> Quantization:
-    """Plain weights if the file holds only float tensors, else `guess` (for estimates only)."""
+    """Plain weights if the file holds only float tensors, else `guess` (estimates)."""
     if path is not None and _safetensors_float_bytes(Path(path)) is not None:
         return QUANTIZATIONS["bf16"]
     return guess
@@ -259,7 +282,7 @@ def _in_memory_bytes(path: Path, dtype: str) -> float:
 
 
 def _safetensors_float_bytes(path: Path) -> int | None:
-    """Bytes per element of an unquantized safetensors file (None if quantized/unknown)."""
+    """Bytes per element of a plain safetensors file (None if quantized or unknown)."""
     try:
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
@@ -276,12 +299,18 @@ def _kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
     """Keys and values of every temporal layer over the whole context window."""
     from .lm import LmConfig
 
-    cfg = LmConfig.from_json(lm_config) if lm_config is not None else LmConfig.moshi_7b()
+    cfg = (
+        LmConfig.from_json(lm_config) if lm_config is not None else LmConfig.moshi_7b()
+    )
     return 2 * cfg.num_layers * cfg.context * cfg.dim * DTYPE_BYTES[dtype]
 
 
 def estimate_memory(
-    lm_bytes: float, lm_config: Path | None, mimi_weight: Path, dtype: str, quant: Quantization
+    lm_bytes: float,
+    lm_config: Path | None,
+    mimi_weight: Path,
+    dtype: str,
+    quant: Quantization,
 ) -> MemoryEstimate:
     """Estimate the memory of a session from the weight sizes and the LM config."""
     bits = quant.bits_per_weight if quant.bits else 8 * DTYPE_BYTES[dtype]
@@ -293,8 +322,10 @@ def estimate_memory(
     )
 
 
-def check_memory(estimate: MemoryEstimate, quant: Quantization, available: int | None) -> None:
-    """Raise a WeightsError if the model will not fit, naming a quantization that would."""
+def check_memory(
+    estimate: MemoryEstimate, quant: Quantization, available: int | None
+) -> None:
+    """Raise a WeightsError if the model will not fit, naming a format that would."""
     if available is None or estimate.total <= available:
         return
     smaller = [

@@ -1,4 +1,4 @@
-"""Small stand-ins for the engine and the duplex audio, to test the app without models/devices."""
+"""Stand-ins for the engine and the duplex audio: the app without models or devices."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from moshi_mlx.app.engine import StepResult
 
 FRAME = 1920
 RATE = 24000
-PIECES = [" Hello", ",", "", " how", " are", "", " you", "?"] + [""] * 25 + [" I", " am", " fi", "ne", "."]
+PIECES = (
+    [" Hello", ",", "", " how", " are", "", " you", "?"]
+    + [""] * 25
+    + [" I", " am", " fi", "ne", "."]
+)
 
 
 def mic_frame(i: int) -> np.ndarray:
@@ -19,7 +23,7 @@ def mic_frame(i: int) -> np.ndarray:
 
 
 class ScriptedEngine:
-    """Answers frame i with PIECES[i] and audio = half the heard frame; may fail at a step."""
+    """Answers frame i with PIECES[i] and half the heard frame; may fail at a step."""
 
     frame_seconds = FRAME / RATE
     sample_rate = RATE
@@ -43,11 +47,13 @@ class ScriptedEngine:
         self.steps += 1
         piece = PIECES[step % len(PIECES)]
         codes = None if step == 0 else np.arange(8, dtype=np.int32) + step
-        return StepResult(step, 3 if piece == "" else 10 + step, piece, codes, pcm * 0.5)
+        return StepResult(
+            step, 3 if piece == "" else 10 + step, piece, codes, pcm * 0.5
+        )
 
 
 class FakeDuplex:
-    """Mic frames queued by the test; what the loop writes is kept; stats like DuplexAudio."""
+    """Mic frames queued by the test, the loop's output kept, stats like DuplexAudio."""
 
     def __init__(self, frames: list[np.ndarray] | None = None) -> None:
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""FrameLoop with fake audio and engine: order, lag compensation, mic filter, crashes, shutdown."""
+"""FrameLoop with fake audio and engine: order, lag compensation, mic filter, crash."""
 
 from __future__ import annotations
 
@@ -30,14 +30,18 @@ def test_frames_flow_in_order_with_events():
     audio = FakeDuplex([mic_frame(i) for i in range(2)])
     loop = FrameLoop(ScriptedEngine(), audio)
     assert loop.process_available() and loop.process_available()
-    assert not loop.process_available()  # nothing queued: returns after the read timeout
+    assert (
+        not loop.process_available()
+    )  # nothing queued: returns after the read timeout
     audio.push(mic_frame(2))
     assert loop.process_available()
     events = events_of(loop)
     assert [e.step for e in events] == [0, 1, 2]
     assert [e.time for e in events] == pytest.approx([0.0, 0.08, 0.16])
     assert [e.text for e in events] == [" Hello", ",", ""]
-    assert events[0].audio_codes is None and list(events[1].audio_codes) == list(range(1, 9))
+    assert events[0].audio_codes is None and list(events[1].audio_codes) == list(
+        range(1, 9)
+    )
     for i, event in enumerate(events):
         np.testing.assert_array_equal(event.user_pcm, mic_frame(i))
         np.testing.assert_array_equal(event.moshi_pcm, mic_frame(i) * 0.5)
@@ -46,7 +50,9 @@ def test_frames_flow_in_order_with_events():
 
 
 def test_backlog_is_dropped_keeping_the_newest_frame():
-    audio = FakeDuplex([mic_frame(i) for i in range(6)])  # the machine fell 6 frames behind
+    audio = FakeDuplex(
+        [mic_frame(i) for i in range(6)]
+    )  # the machine fell 6 frames behind
     engine = ScriptedEngine()
     loop = FrameLoop(engine, audio, max_backlog=2)
     assert loop.process_available()
@@ -107,13 +113,17 @@ def feed_in_real_time(audio: FakeDuplex, frames: int, stop: threading.Event) -> 
 def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
     audio = FakeDuplex()
     stop_feeding = threading.Event()
-    feeder = threading.Thread(target=feed_in_real_time, args=(audio, 1000, stop_feeding))
+    feeder = threading.Thread(
+        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
+    )
     feeder.start()
     recorder = Recorder(tmp_path, 24000, FRAME)
     console = Console(file=open(os.devnull, "w"))
     try:
         with pytest.raises(MoshiError) as err:
-            converse(ScriptedEngine(fail_at=20), audio, recorder, ui=False, console=console)
+            converse(
+                ScriptedEngine(fail_at=20), audio, recorder, ui=False, console=console
+            )
     finally:
         stop_feeding.set()
         feeder.join()
@@ -127,12 +137,16 @@ def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
 def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
     audio = FakeDuplex()
     stop_feeding = threading.Event()
-    feeder = threading.Thread(target=feed_in_real_time, args=(audio, 1000, stop_feeding))
+    feeder = threading.Thread(
+        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
+    )
     feeder.start()
     threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT)).start()
     recorder = Recorder(tmp_path, 24000, FRAME)
     try:
-        converse(ScriptedEngine(), audio, recorder, ui=False, console=Console(width=200))
+        converse(
+            ScriptedEngine(), audio, recorder, ui=False, console=Console(width=200)
+        )
     finally:
         stop_feeding.set()
         feeder.join()
@@ -143,5 +157,7 @@ def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
     assert f"recording saved in {tmp_path}" in out.splitlines()[-1]
     steps = len(audio.written)
     assert steps > 10
-    assert sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME  # every frame saved
+    assert (
+        sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
+    )  # every frame saved
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

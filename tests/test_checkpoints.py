@@ -1,4 +1,4 @@
-"""Weight resolution: official repo/file mapping, HF cache lookups, overrides, memory check."""
+"""Weight resolution: official repo/file names, HF cache lookups, overrides, memory."""
 
 from __future__ import annotations
 
@@ -28,10 +28,22 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 @pytest.mark.parametrize(
     "voice, quantized, repo, filename",
     [
-        pytest.param("moshiko", "4", "kyutai/moshiko-mlx-q4", "model.q4.safetensors", id="ko-q4"),
-        pytest.param("moshiko", "8", "kyutai/moshiko-mlx-q8", "model.q8.safetensors", id="ko-q8"),
-        pytest.param("moshika", "bf16", "kyutai/moshika-mlx-bf16", "model.safetensors", id="ka-bf16"),
-        pytest.param("moshika", "4", "kyutai/moshika-mlx-q4", "model.q4.safetensors", id="ka-q4"),
+        pytest.param(
+            "moshiko", "4", "kyutai/moshiko-mlx-q4", "model.q4.safetensors", id="ko-q4"
+        ),
+        pytest.param(
+            "moshiko", "8", "kyutai/moshiko-mlx-q8", "model.q8.safetensors", id="ko-q8"
+        ),
+        pytest.param(
+            "moshika",
+            "bf16",
+            "kyutai/moshika-mlx-bf16",
+            "model.safetensors",
+            id="ka-bf16",
+        ),
+        pytest.param(
+            "moshika", "4", "kyutai/moshika-mlx-q4", "model.q4.safetensors", id="ka-q4"
+        ),
     ],
 )
 def test_official_repo_and_file(voice, quantized, repo, filename):
@@ -46,7 +58,9 @@ def test_quantization_layouts():
 
 
 def test_unknown_quantization_names_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"--quantized 3 is not supported; use one of 4, 8, bf16"):
+    with pytest.raises(
+        ConfigError, match=r"--quantized 3 is not supported; use one of 4, 8, bf16"
+    ):
         quantization_for("3")
 
 
@@ -61,7 +75,7 @@ def hf_cache(tmp_path, monkeypatch) -> Path:
 
 
 def populate(cache: Path, repo: str, files: dict[str, Path]) -> Path:
-    """Lay out `files` as huggingface_hub stores a downloaded snapshot; return its folder."""
+    """Lay out `files` as huggingface_hub stores a downloaded snapshot; its folder."""
     root = cache / f"models--{repo.replace('/', '--')}"
     (root / "refs").mkdir(parents=True)
     (root / "refs" / "main").write_text(COMMIT)
@@ -82,7 +96,9 @@ def test_official_files_come_from_the_hf_cache(hf_cache, lm_fixtures, mimi_fixtu
             MIMI_FILENAME: mimi_fixtures / "mimi_small.safetensors",
         },
     )
-    request = WeightRequest(voice="moshika", quantized="8", offline=True, memory_check=False)
+    request = WeightRequest(
+        voice="moshika", quantized="8", offline=True, memory_check=False
+    )
     ckpt = resolve_checkpoint(request)
     assert ckpt.lm_weight == snapshot / "model.q8.safetensors"
     assert ckpt.tokenizer == snapshot / TOKENIZER_FILENAME
@@ -96,14 +112,17 @@ def test_repo_config_names_the_files(hf_cache, lm_fixtures, mimi_fixtures, monke
         hf_cache,
         "me/tiny-moshi",
         {
-            "config.json": lm_fixtures / "config.json",  # moshi_name / tokenizer_name inside
+            "config.json": lm_fixtures
+            / "config.json",  # moshi_name / tokenizer_name inside
             "model.safetensors": lm_fixtures / "model.safetensors",
             "tokenizer.model": lm_fixtures / "tokenizer.model",
             MIMI_FILENAME: mimi_fixtures / "mimi_small.safetensors",
         },
     )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    ckpt = resolve_checkpoint(WeightRequest(hf_repo="me/tiny-moshi", memory_check=False))
+    ckpt = resolve_checkpoint(
+        WeightRequest(hf_repo="me/tiny-moshi", memory_check=False)
+    )
     assert ckpt.lm_config == snapshot / "config.json"
     assert ckpt.lm_weight == snapshot / "model.safetensors"
     assert ckpt.tokenizer == snapshot / "tokenizer.model"
@@ -132,13 +151,19 @@ def test_local_overrides_skip_the_hub(hf_cache, lm_fixtures, mimi_fixtures):
     assert ckpt.lm_weight == lm_fixtures / "model.q4.safetensors"
     assert ckpt.mimi_config == mimi_fixtures / "mimi_small.json"
     assert ckpt.quantization is None
-    with_flag = resolve_checkpoint(WeightRequest(**{**request.__dict__, "quantized": "4"}))
+    with_flag = resolve_checkpoint(
+        WeightRequest(**{**request.__dict__, "quantized": "4"})
+    )
     assert with_flag.quantization == QUANTIZATIONS["4"]
 
 
 def test_missing_local_file_names_the_flag(hf_cache, tmp_path):
-    with pytest.raises(WeightsError, match=r"--tokenizer .*nope\.model: file not found"):
-        resolve_checkpoint(WeightRequest(tokenizer=tmp_path / "nope.model", offline=True))
+    with pytest.raises(
+        WeightsError, match=r"--tokenizer .*nope\.model: file not found"
+    ):
+        resolve_checkpoint(
+            WeightRequest(tokenizer=tmp_path / "nope.model", offline=True)
+        )
 
 
 @pytest.mark.parametrize(
@@ -146,7 +171,9 @@ def test_missing_local_file_names_the_flag(hf_cache, tmp_path):
     [
         pytest.param("voice", "moshiro", "--voice moshiro is unknown", id="voice"),
         pytest.param("dtype", "int8", "--dtype int8 is not supported", id="dtype"),
-        pytest.param("quantized", "2", "--quantized 2 is not supported", id="quantized"),
+        pytest.param(
+            "quantized", "2", "--quantized 2 is not supported", id="quantized"
+        ),
     ],
 )
 def test_bad_flags(field, value, message):
@@ -168,12 +195,12 @@ def q8_session() -> MemoryEstimate:
 def test_memory_estimate_matches_the_published_sizes():
     estimate = q8_session()
     assert estimate.lm_weights / GB == pytest.approx(8.17, abs=0.05)
-    assert estimate.as_quantization(QUANTIZATIONS["4"]).lm_weights / GB == pytest.approx(
-        4.81, abs=0.05
-    )
-    assert estimate.as_quantization(QUANTIZATIONS["bf16"]).lm_weights / GB == pytest.approx(
-        15.38, abs=0.05
-    )
+    assert estimate.as_quantization(
+        QUANTIZATIONS["4"]
+    ).lm_weights / GB == pytest.approx(4.81, abs=0.05)
+    assert estimate.as_quantization(
+        QUANTIZATIONS["bf16"]
+    ).lm_weights / GB == pytest.approx(15.38, abs=0.05)
 
 
 def test_memory_check_suggests_a_smaller_quantization():
@@ -184,7 +211,9 @@ def test_memory_check_suggests_a_smaller_quantization():
     with pytest.raises(WeightsError, match=r"no smaller quantization would fit"):
         check_memory(estimate, QUANTIZATIONS["8"], available=int(3 * GB))
     bf16 = estimate.as_quantization(QUANTIZATIONS["bf16"])
-    with pytest.raises(WeightsError, match=r"needs about 19\.\d GB .*--quantized 8 would fit"):
+    with pytest.raises(
+        WeightsError, match=r"needs about 19\.\d GB .*--quantized 8 would fit"
+    ):
         check_memory(bf16, QUANTIZATIONS["bf16"], available=int(12 * GB))
 
 
@@ -197,8 +226,12 @@ def test_resolution_checks_memory_before_loading(lm_fixtures, mimi_fixtures):
         offline=True,
     )
     resolve_checkpoint(request, available=int(1 * GB))
-    # (bf16 weights 5.2 MB + Mimi 1.9 MB + KV cache 2 x 2 layers x 3000 x 256 x 2 B = 6.1 MB) x 1.1
-    with pytest.raises(WeightsError, match=r"needs about 15 MB but only 12 MB .*--quantized 8 would fit"):
+    # 1.1 x (bf16 weights 5.2 MB + Mimi 1.9 MB + KV cache 6.1 MB),
+    # KV cache = 2 x 2 layers x 3000 steps x 256 x 2 B
+    with pytest.raises(
+        WeightsError,
+        match=r"needs about 15 MB but only 12 MB .*--quantized 8 would fit",
+    ):
         resolve_checkpoint(request, available=12_000_000)
     skipped = WeightRequest(**{**request.__dict__, "memory_check": False})
     assert resolve_checkpoint(skipped, available=1).lm_weight == request.moshi_weight
@@ -214,7 +247,9 @@ def test_custom_repo_name_gives_the_file_format(hf_cache, lm_fixtures, mimi_fixt
             MIMI_FILENAME: mimi_fixtures / "mimi_small.safetensors",
         },
     )
-    request = WeightRequest(hf_repo="someone/moshika-mlx-q8", offline=True, memory_check=False)
+    request = WeightRequest(
+        hf_repo="someone/moshika-mlx-q8", offline=True, memory_check=False
+    )
     assert resolve_checkpoint(request).lm_weight == snapshot / "model.q8.safetensors"
 
 
@@ -223,5 +258,8 @@ def test_interrupted_download_says_run_again(hf_cache, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", interrupted)
-    with pytest.raises(WeightsError, match=r"download of kyutai/moshiko-mlx-q4/.* interrupted; run again"):
+    with pytest.raises(
+        WeightsError,
+        match=r"download of kyutai/moshiko-mlx-q4/.* interrupted; run again",
+    ):
         resolve_checkpoint(WeightRequest(memory_check=False))

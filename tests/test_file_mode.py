@@ -1,4 +1,4 @@
-"""File mode on the tiny fixture Moshi: determinism, equality with the streaming loop, CLI."""
+"""File mode on the tiny fixture Moshi: determinism, equals the streaming loop, CLI."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
 from app_fakes import FakeDuplex
+from conftest import FIXTURES, REPO_ROOT
 from rich.console import Console
 
 from moshi_mlx.app.engine import SamplingSettings, load_engine
@@ -20,8 +20,6 @@ from moshi_mlx.app.file_mode import process_frames, run_file, split_frames
 from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.audio.files import resample
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
-
-from conftest import FIXTURES, REPO_ROOT
 
 FRAME = 1920
 GREEDY = SamplingSettings(text_temperature=0, audio_temperature=0)
@@ -51,7 +49,9 @@ def tiny_request(**changes) -> WeightRequest:
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """1.52 s of espeak speech (the Mimi fixture input), twice: 38 frames."""
-    pcm = np.array(mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"])
+    pcm = np.array(
+        mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"]
+    )
     return np.tile(pcm.reshape(-1), 2)
 
 
@@ -74,7 +74,9 @@ def test_greedy_file_mode_is_deterministic(engine, speech):
     frames = first.transcript.to_json()["frames"]
     assert len(frames) == 38 and frames[0]["audio_codes"] is None
     assert all(len(f["audio_codes"]) == 8 for f in frames[1:])
-    assert np.abs(first.moshi[FRAME:]).max() > 0.01  # Moshi's audio from the second frame on
+    assert (
+        np.abs(first.moshi[FRAME:]).max() > 0.01
+    )  # Moshi's audio from the second frame on
     assert not first.moshi[:FRAME].any()  # silence while the acoustic delay fills
 
 
@@ -106,16 +108,20 @@ def test_file_mode_equals_the_streaming_loop(sampling, speech):
     events = stream_through_loop(engine, frames)
     offline_frames = offline.transcript.to_json()["frames"]
     assert [e.text_token for e in events] == [f["text_token"] for f in offline_frames]
-    for event, frame in zip(events, offline_frames):
+    for event, frame in zip(events, offline_frames, strict=True):
         codes = None if event.audio_codes is None else event.audio_codes.tolist()
         assert codes == frame["audio_codes"]
-    np.testing.assert_array_equal(np.concatenate([e.moshi_pcm for e in events]), offline.moshi)
+    np.testing.assert_array_equal(
+        np.concatenate([e.moshi_pcm for e in events]), offline.moshi
+    )
 
 
 def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
     source = tmp_path / "user_48k_stereo.wav"
     speech_48k = resample(speech, 24000, 48000)
-    sf.write(str(source), np.stack([speech_48k, speech_48k], axis=1), 48000, subtype="FLOAT")
+    sf.write(
+        str(source), np.stack([speech_48k, speech_48k], axis=1), 48000, subtype="FLOAT"
+    )
     console = Console(file=open(os.devnull, "w"))
     result = run_file(
         tiny_request(),
@@ -133,7 +139,13 @@ def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
     assert np.corrcoef(result.user, speech)[0, 1] > 0.99  # the input, back at 24 kHz
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved == json.loads(json.dumps(result.transcript.to_json()))
-    assert set(saved["frames"][5]) == {"step", "time", "text_token", "text", "audio_codes"}
+    assert set(saved["frames"][5]) == {
+        "step",
+        "time",
+        "text_token",
+        "text",
+        "audio_codes",
+    }
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -172,18 +184,27 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize(
-    "weight, flag, message",
+    "flag, message",
     [
-        pytest.param("model.q4.safetensors", "3", "--quantized 3 is not supported", id="bad-value"),
-        pytest.param("model.q4.safetensors", "8", "already quantized (4 bits, group 32)", id="q4-as-q8"),
-        pytest.param("model.q4.safetensors", "bf16", "is quantized (4 bits, group 32), not bf16", id="q4-as-bf16"),
+        pytest.param("3", "--quantized 3 is not supported", id="bad-value"),
+        pytest.param("8", "already quantized (4 bits, group 32)", id="q4-as-q8"),
+        pytest.param(
+            "bf16", "is quantized (4 bits, group 32), not bf16", id="q4-as-bf16"
+        ),
     ],
-)  # fmt: skip
-def test_wrong_quantization_flag_is_one_line(tmp_path, weight, flag, message):
+)
+def test_wrong_quantization_flag_is_one_line(tmp_path, flag, message):
     flags = [*TINY_FLAGS]
-    flags[1] = str(FIXTURES / "lm" / weight)
+    flags[1] = str(FIXTURES / "lm" / "model.q4.safetensors")
     sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), 24000)
-    result = cli("file", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), *flags, "--quantized", flag)
+    result = cli(
+        "file",
+        str(tmp_path / "in.wav"),
+        str(tmp_path / "o.wav"),
+        *flags,
+        "--quantized",
+        flag,
+    )
     line = one_line_error(result)
     assert line.startswith("error: ") and message in line
     assert not (tmp_path / "o.wav").exists()
@@ -200,5 +221,7 @@ def test_offline_without_cached_weights_is_one_line(tmp_path):
 
 
 def test_missing_input_file_is_one_line(tmp_path):
-    result = cli("file", str(tmp_path / "nope.wav"), str(tmp_path / "o.wav"), *TINY_FLAGS)
+    result = cli(
+        "file", str(tmp_path / "nope.wav"), str(tmp_path / "o.wav"), *TINY_FLAGS
+    )
     assert "audio file not found" in one_line_error(result)

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,12 @@ FRAME = 1920
 FRAME_S = FRAME / RATE
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# (piece per step): "Hello, how are you?" then a long pause, then "I am fine." ("" = padding)
-PIECES = [" Hello", ",", "", " how", " are", "", " you", "?"] + [""] * 25 + [" I", " am", " fi", "ne", "."]
+# A piece per step: "Hello, how are you?", a long pause, "I am fine." ("" = padding)
+PIECES = (
+    [" Hello", ",", "", " how", " are", "", " you", "?"]
+    + [""] * 25
+    + [" I", " am", " fi", "ne", "."]
+)
 
 
 def user_frame(step: int) -> np.ndarray:
@@ -52,9 +54,20 @@ def test_transcript_frames_and_words():
         "audio_codes": [1, 2, 3, 4, 5, 6, 7, 8],
     }
     assert data["frames"][0]["audio_codes"] is None
-    assert [w["text"] for w in data["words"]] == ["Hello,", "how", "are", "you?", "I", "am", "fine."]
+    assert [w["text"] for w in data["words"]] == [
+        "Hello,",
+        "how",
+        "are",
+        "you?",
+        "I",
+        "am",
+        "fine.",
+    ]
     assert [w["time"] for w in data["words"]][:4] == [0.0, 0.24, 0.32, 0.48]
-    assert transcript.to_text() == "[00:00.00] Hello, how are you?\n[00:02.64] I am fine.\n"
+    assert (
+        transcript.to_text()
+        == "[00:00.00] Hello, how are you?\n[00:02.64] I am fine.\n"
+    )
 
 
 def test_lone_space_piece_starts_a_word():
@@ -94,7 +107,11 @@ def test_recording_is_valid_while_it_runs_and_after_close(tmp_path):
     data = json.loads((tmp_path / "rec" / JSON_NAME).read_text())
     assert len(data["frames"]) == 20
     assert data["frames"][19]["time"] == pytest.approx(19 * FRAME_S)
-    assert (tmp_path / "rec" / TEXT_NAME).read_text().startswith("[00:00.00] Hello, how are you?")
+    assert (
+        (tmp_path / "rec" / TEXT_NAME)
+        .read_text()
+        .startswith("[00:00.00] Hello, how are you?")
+    )
     assert not list((tmp_path / "rec").glob("*.tmp"))
 
 
@@ -145,7 +162,8 @@ import numpy as np
 sys.path.insert(0, {tests!r})
 from test_recorder import add_steps
 from moshi_mlx.app.recorder import Recorder
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+# writes past the limit then fail with EFBIG instead of killing the process
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
 recorder = Recorder({out!r}, 24000, 1920)
 add_steps(recorder, range(60))
@@ -162,7 +180,7 @@ def test_full_disk_keeps_what_was_saved(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("recording stopped after 2.9 s: File too large")
-    # 300 kB holds three one-second blocks (3 x 12 x 1920 x 4 bytes = 276 kB) but not four
+    # 300 kB holds three one-second blocks (3 x 12 x 1920 x 4 B = 276 kB), not four
     info = sf.info(str(out / WAV_NAME))
     assert info.frames == 36 * FRAME
     assert os.path.getsize(out / WAV_NAME) == 44 + 36 * FRAME * 4
@@ -180,4 +198,6 @@ def test_int16_audio_is_recorded_losslessly(tmp_path):
     recorder.close()
     pcm16, _ = sf.read(str(tmp_path / WAV_NAME), dtype="int16")
     np.testing.assert_array_equal(pcm16[:, 0], ints)
-    np.testing.assert_array_equal(pcm16[:, 1], np.clip(-ints.astype(np.int32), -32768, 32767))
+    np.testing.assert_array_equal(
+        pcm16[:, 1], np.clip(-ints.astype(np.int32), -32768, 32767)
+    )

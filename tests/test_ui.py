@@ -46,7 +46,11 @@ def screen(view: ChatView, audio: dict) -> str:
 def test_levels_and_meter():
     assert level_db(np.full(10, 0.1, np.float32)) == pytest.approx(-20.0)
     assert level_db(np.zeros(10, np.float32)) == -60.0
-    assert meter(-60.0) == "·" * 12 and meter(0.0) == "█" * 12 and meter(-30.0).count("█") == 6
+    assert (
+        meter(-60.0) == "·" * 12
+        and meter(0.0) == "█" * 12
+        and meter(-30.0).count("█") == 6
+    )
 
 
 def test_chat_screen_shows_words_indicator_and_status():

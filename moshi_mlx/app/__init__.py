@@ -1,1 +1,1 @@
-"""The terminal app: Moshi frame by frame, full-duplex audio, live UI, recording, file mode."""
+"""The terminal app: Moshi frame by frame, duplex audio, live UI, recording, files."""

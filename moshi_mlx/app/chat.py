@@ -1,4 +1,4 @@
-"""A live conversation: devices → frame loop → UI and recorder, with a clean exit on any stop."""
+"""A live conversation: devices → frame loop → UI and recorder, exiting cleanly."""
 
 from __future__ import annotations
 
@@ -40,10 +40,12 @@ class ChatOptions:
     output_device: int | str | None = None
     record_dir: Path | None = None
     ui: bool = True
-    mic_filter: MicFilter | None = None  # e.g. echo cancellation, run on every mic frame
+    # a mic-frame step run before Moshi hears each frame (replaces echo cancellation)
+    mic_filter: MicFilter | None = None
     aec: bool = True  # echo cancellation (the mic filter unless `mic_filter` is given)
     noise_suppression: bool = False
-    record_processed: bool = False  # also record the mic as Moshi heard it (after filtering)
+    # also record the mic as Moshi heard it (after filtering)
+    record_processed: bool = False
 
 
 @contextmanager
@@ -73,14 +75,17 @@ def run_chat(
     from ..audio.duplex import DuplexAudio
 
     console = console or Console()
-    audio = DuplexAudio(input_device=options.input_device, output_device=options.output_device)
+    audio = DuplexAudio(
+        input_device=options.input_device, output_device=options.output_device
+    )
     checkpoint = resolve_checkpoint(request)
     with console.status("loading Moshi and warming up…"):
         engine = load_engine(checkpoint, sampling)
         engine.warmup()
     with audio:
         echo = None
-        if options.mic_filter is None:  # a caller's own filter replaces echo cancellation
+        # a caller's own filter replaces echo cancellation
+        if options.mic_filter is None:
             echo = make_echo_canceller(options, audio.stats(), engine.sample_rate)
         if echo is not None and echo.active:
             console.print(ECHO_HINT, style="yellow", soft_wrap=True)
@@ -100,7 +105,7 @@ def run_chat(
 
 
 def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: int):
-    """The EchoCanceller the options ask for, or None (--aec off, no noise suppression)."""
+    """The EchoCanceller the options ask for (None: --aec off, no noise suppression)."""
     if not (options.aec or options.noise_suppression):
         return None
     from ..audio.echo import EchoCanceller, reference_delay_for
@@ -145,7 +150,7 @@ def converse(
         if plain is not None:
             plain.on_frame(event)
         if recorder is not None:
-            raw = event.raw_user_pcm if event.raw_user_pcm is not None else event.user_pcm
+            raw = event.user_pcm if event.raw_user_pcm is None else event.raw_user_pcm
             recorder.add(
                 event.step,
                 raw,  # the recording keeps the microphone as it was
@@ -156,7 +161,10 @@ def converse(
                 processed_pcm=event.user_pcm,
             )
 
-    display = _live(ChatView(state), audio, console) if ui else _plain(plain, audio, console)
+    if ui:
+        display = _live(ChatView(state), audio, console)
+    else:
+        display = _plain(plain, audio, console)
     try:
         with stop_on_signals(stop), KeyReader() as keys, display as refresh:
             loop.start()
@@ -203,7 +211,7 @@ def _drain(
     timeout: float,
     until_stopped: bool = False,
 ) -> LoopStopped | None:
-    """Handle queued events (waiting up to `timeout` for the first); the LoopStopped if seen."""
+    """Handle queued events (waiting up to `timeout` for the first); any LoopStopped."""
     while True:
         try:
             event = loop.events.get(timeout=timeout)
@@ -217,16 +225,22 @@ def _drain(
 
 
 def _report(
-    state: ChatState, recorder: Recorder | None, stopped: LoopStopped | None, console: Console
+    state: ChatState,
+    recorder: Recorder | None,
+    stopped: LoopStopped | None,
+    console: Console,
 ) -> None:
-    """Say where the recording is; turn a worker crash or a recording error into an error."""
+    """Say where the recording is; raise for a worker crash or a recording error."""
     saved = ""
     if recorder is not None:
-        saved = f"recording saved in {recorder.directory} ({recorder.seconds_saved:.1f} s)"
+        seconds = recorder.seconds_saved
+        saved = f"recording saved in {recorder.directory} ({seconds:.1f} s)"
         if recorder.error is None and (stopped is None or stopped.error is None):
             _print_plain(console, saved)
     if stopped is not None and stopped.error is not None:
         suffix = f"; {saved}" if saved else ""
-        raise MoshiError(f"the model stopped after {state.steps} frames: {stopped.error}{suffix}")
+        raise MoshiError(
+            f"the model stopped after {state.steps} frames: {stopped.error}{suffix}"
+        )
     if recorder is not None and recorder.error is not None:
         raise MoshiError(recorder.error)

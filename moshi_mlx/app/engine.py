@@ -1,4 +1,4 @@
-"""One 80 ms frame through Moshi: Mimi encode → LM step → Mimi decode, plus loading and warm-up."""
+"""Moshi on one 80 ms frame: Mimi encode, LM step, Mimi decode; loading and warm-up."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ WARMUP_FRAMES = 4  # enough for the delayed audio streams to reach Mimi's decode
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Temperatures and top-k for the text and audio tokens (defaults: Kyutai's PyTorch app)."""
+    """Temperature and top-k of text and audio tokens (defaults: Kyutai's PyTorch)."""
 
     text_temperature: float = 0.7
     text_top_k: int = 25
@@ -35,11 +35,13 @@ class StepResult:
     text_token: int
     text: str  # decoded piece, "" for padding
     audio_codes: np.ndarray | None  # (8,) int32: Moshi's codes final at this step
-    pcm: np.ndarray  # (frame_size,) float32: Moshi's audio (silence while the delays fill)
+    pcm: (
+        np.ndarray
+    )  # (frame_size,) float32: Moshi's audio (silence while the delays fill)
 
 
 class MoshiEngine:
-    """Runs Moshi frame by frame on a Mimi stream and an LmGen; `reset()` starts over, same seed."""
+    """Runs Moshi frame by frame on a Mimi stream and an LmGen; `reset` starts over."""
 
     def __init__(
         self,
@@ -64,7 +66,7 @@ class MoshiEngine:
         return self.frame_size / self.sample_rate
 
     def reset(self) -> None:
-        """Start a new conversation: fresh Mimi and LM state and seed from the next step on.
+        """Start a new conversation: fresh Mimi/LM state and seed from the next step on.
 
         The state is rebuilt by `step` itself because MLX binds a lazy array to the
         thread that created it: the chat steps on a worker thread, not the loading one.
@@ -108,13 +110,17 @@ def load_engine(checkpoint: Checkpoint, sampling: SamplingSettings) -> MoshiEngi
     from ..text import Tokenizer
 
     lm_config = (
-        LmConfig.from_json(checkpoint.lm_config) if checkpoint.lm_config else LmConfig.moshi_7b()
+        LmConfig.from_json(checkpoint.lm_config)
+        if checkpoint.lm_config
+        else LmConfig.moshi_7b()
     )
     mimi_config = (
         MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
     )
     mimi = load_mimi(
-        checkpoint.mimi_weight, config=mimi_config, num_codebooks=lm_config.user_codebooks
+        checkpoint.mimi_weight,
+        config=mimi_config,
+        num_codebooks=lm_config.user_codebooks,
     )
     quant = checkpoint.quantization
     model = load_lm(

@@ -1,4 +1,4 @@
-"""Moshi on a recording: the same per-frame processing as a live chat, as fast as possible."""
+"""Moshi on a recording: the same per-frame work as a live chat, as fast as possible."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ class FileResult:
     """Moshi's answer to a whole recording."""
 
     user: np.ndarray  # (frames * frame_size,) the input, zero-padded to whole frames
-    moshi: np.ndarray  # (frames * frame_size,) Moshi's audio, sample-aligned with `user`
+    moshi: (
+        np.ndarray
+    )  # (frames * frame_size,) Moshi's audio, sample-aligned with `user`
     transcript: Transcript
     seconds: float  # processing wall time
 
@@ -74,7 +76,7 @@ def run_file(
     transcript_path: Path | None = None,
     console: Console | None = None,
 ) -> FileResult:
-    """Answer the user's recording `input_path`; write Moshi's audio (and the transcript)."""
+    """Answer the recording `input_path`; write Moshi's audio (and the transcript)."""
     console = console or Console()
     if not input_path.is_file():  # fail before the slow model loading
         raise AudioError(f"audio file not found: {input_path}")
@@ -97,13 +99,18 @@ def run_file(
     if transcript_path is not None:
         try:
             transcript_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(transcript_path, json.dumps(result.transcript.to_json()) + "\n")
+            write_atomic(
+                transcript_path, json.dumps(result.transcript.to_json()) + "\n"
+            )
         except OSError as exc:
-            raise MoshiError(f"cannot write {transcript_path}: {exc.strerror or exc}") from None
+            raise MoshiError(
+                f"cannot write {transcript_path}: {exc.strerror or exc}"
+            ) from None
     audio_seconds = len(frames) * engine.frame_seconds
+    rtf = result.seconds / max(audio_seconds, 1e-9)
     console.print(
         f"{len(frames)} frames ({audio_seconds:.1f} s) in {result.seconds:.1f} s "
-        f"(real-time factor {result.seconds / max(audio_seconds, 1e-9):.2f}) → {output_path}",
+        f"(real-time factor {rtf:.2f}) → {output_path}",
         highlight=False,
         soft_wrap=True,
     )

@@ -1,9 +1,9 @@
-"""The frame loop: a worker thread moving 80 ms frames mic → Moshi → speaker, emitting events.
+"""The frame loop: a worker thread moving 80 ms frames mic → Moshi → speaker; events.
 
-The worker never touches the audio callbacks: it reads and writes the duplex ring buffers.
-When it falls behind (more than `max_backlog` mic frames waiting) it drops the oldest
-frames so the delay cannot grow. Everything the UI and the recorder need arrives as event
-dataclasses on `events`, consumed by the main thread.
+The worker never touches the audio callbacks: it reads and writes the duplex ring
+buffers. When it falls behind (more than `max_backlog` mic frames waiting) it drops the
+oldest frames so the delay cannot grow. Everything the UI and the recorder need arrives
+as event dataclasses on `events`, consumed by the main thread.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import numpy as np
 from .engine import StepResult
 
 MAX_BACKLOG_FRAMES = 2  # more mic frames than this waiting → drop all but the newest
-READ_TIMEOUT_S = 0.1  # how long the worker waits for a mic frame before checking for stop
+# how long the worker waits for a mic frame before checking for stop
+READ_TIMEOUT_S = 0.1
 
-# A mic-frame preprocessing step run on the worker before Moshi hears the frame: takes the
-# mic frame and the frame the speaker played during the same device period (the far end,
-# None if unknown) and returns the cleaned mic frame. Echo cancellation plugs in here.
+# A mic-frame preprocessing step run on the worker before Moshi hears the frame: takes
+# the mic frame and the frame the speaker played during the same device period (the far
+# end, None if unknown) and returns the cleaned mic frame. Echo cancellation plugs in.
 MicFilter = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
@@ -55,11 +56,11 @@ class FrameEvent:
     step_ms: float  # wall time of Mimi encode + LM step + Mimi decode
     text_token: int
     text: str  # decoded piece, "" for padding
-    audio_codes: np.ndarray | None  # (8,) Moshi's codes final at this step, None at first
+    audio_codes: np.ndarray | None  # (8,) Moshi's codes final at this step, or None
     user_pcm: np.ndarray  # (frame,) the mic frame Moshi heard (after the mic filter)
     moshi_pcm: np.ndarray  # (frame,) Moshi's audio sent to the speaker
     dropped_frames: int  # mic frames dropped so far for lag compensation
-    raw_user_pcm: np.ndarray | None = None  # (frame,) the mic frame before the mic filter
+    raw_user_pcm: np.ndarray | None = None  # (frame,) the mic before the mic filter
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ class FrameLoop:
         self.dropped_frames = 0
         self.error: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="moshi-frame-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="moshi-frame-loop", daemon=True
+        )
 
     def start(self) -> FrameLoop:
         """Start the worker thread."""
@@ -116,7 +119,7 @@ class FrameLoop:
         self.events.put(LoopStopped(self.error))
 
     def process_available(self) -> bool:
-        """Process one mic frame if one arrives within READ_TIMEOUT_S; False if none came."""
+        """Process one mic frame if one arrives within READ_TIMEOUT_S (else False)."""
         backlog = self.audio.input_frames_available()
         if backlog > self.max_backlog:
             self.dropped_frames += self.audio.drop_input_frames(backlog - 1)

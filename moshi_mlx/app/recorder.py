@@ -1,9 +1,9 @@
-"""Crash-safe conversation recording: stereo WAV plus transcript JSON and text, saved every second.
+"""Crash-safe recording of a chat: stereo WAV, transcript JSON and text, every second.
 
-The WAV's header is rewritten after each appended block, and the transcripts are replaced
-atomically (temp file + rename), so whatever stops the program, the files on disk are valid
-and miss at most the last second. A write error (disk full) stops the recording, keeps
-what was saved, and is reported by `error`.
+The WAV's header is rewritten after each appended block, and the transcripts are
+replaced atomically (temp file + rename), so whatever stops the program, the files on
+disk are valid and miss at most the last second. A write error (disk full) stops the
+recording, keeps what was saved, and is reported by `error`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ from .transcript import Transcript
 WAV_NAME = "conversation.wav"
 JSON_NAME = "transcript.json"
 TEXT_NAME = "transcript.txt"
-PROCESSED_NAME = "mic_processed.wav"  # --record-processed: the mic after echo cancellation
+# --record-processed: the mic after echo cancellation
+PROCESSED_NAME = "mic_processed.wav"
 FLUSH_SECONDS = 1.0
 _HEADER_BYTES = 44
-_PCM16_SCALE = 32768  # int16 s <-> float s / 32768, as PortAudio/PulseAudio convert: lossless
+# int16 s <-> float s / 32768, as PortAudio and PulseAudio convert: lossless both ways
+_PCM16_SCALE = 32768
 
 
 class WavAppender:
-    """A 16-bit PCM WAV file whose header always describes the samples written so far."""
+    """A 16-bit PCM WAV file whose header always describes the samples written."""
 
     def __init__(self, path: Path, sample_rate: int, channels: int) -> None:
         self.path = path
@@ -66,7 +68,7 @@ class WavAppender:
         os.fsync(self._file.fileno())
 
     def append(self, pcm: np.ndarray) -> None:
-        """Append float32 (T, channels) samples and update the header; on error keep the old end."""
+        """Append float32 (T, channels) samples, then update the header."""
         scaled = np.rint(np.asarray(pcm, np.float32) * _PCM16_SCALE)
         data = np.clip(scaled, -_PCM16_SCALE, _PCM16_SCALE - 1).astype("<i2").tobytes()
         try:
@@ -114,10 +116,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class Recorder:
-    """Records a conversation into `directory`: user left, Moshi right, one LM step per frame."""
+    """Records a chat in `directory`: user left, Moshi right, one frame per LM step."""
 
     def __init__(
-        self, directory: str | Path, sample_rate: int, frame_size: int, processed: bool = False
+        self,
+        directory: str | Path,
+        sample_rate: int,
+        frame_size: int,
+        processed: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.frame_seconds = frame_size / sample_rate
@@ -136,7 +142,8 @@ class Recorder:
             )
         except FileExistsError:
             raise AudioError(
-                f"--record {self.directory}: it already holds {WAV_NAME}; choose another folder"
+                f"--record {self.directory}: it already holds {WAV_NAME}; "
+                "choose another folder"
             ) from None
         except OSError as exc:
             raise AudioError(
@@ -159,7 +166,7 @@ class Recorder:
         audio_codes: np.ndarray | None,
         processed_pcm: np.ndarray | None = None,
     ) -> None:
-        """Queue one step (both channels' frame and Moshi's text); saves every second."""
+        """Queue one step (both channels and Moshi's text); saves every second."""
         if self.error is not None:
             return
         self._pending.append(np.stack([user_pcm, moshi_pcm], axis=1))  # (frame, 2)

@@ -1,4 +1,4 @@
-"""Moshi's text stream, step by step, and the words and lines it forms (JSON and plain text)."""
+"""Moshi's text stream step by step, and the words and lines it forms (JSON, text)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LINE_PAUSE_S = 1.5  # a pause this long between words starts a new line in the text transcript
+# a pause this long between words starts a new line in the text transcript
+LINE_PAUSE_S = 1.5
 
 
 @dataclass
 class Word:
-    """One word Moshi said: when its first piece came, its text, when its last piece came."""
+    """One word Moshi said: when its first and its last piece came, and its text."""
 
     time: float
     text: str
@@ -29,7 +30,8 @@ class Transcript:
         self.frame_seconds = frame_seconds
         self.frames: list[dict] = []
         self.words: list[Word] = []
-        self._new_word = True  # the next piece starts a word (start, or after a lone space)
+        # the next piece starts a word (at the start, or after a lone space)
+        self._new_word = True
 
     def add(
         self, step: int, text_token: int, text: str, audio_codes: np.ndarray | None
@@ -42,7 +44,9 @@ class Transcript:
                 "time": time,
                 "text_token": int(text_token),
                 "text": text,
-                "audio_codes": None if audio_codes is None else [int(c) for c in audio_codes],
+                "audio_codes": None
+                if audio_codes is None
+                else [int(c) for c in audio_codes],
             }
         )
         if not text:

@@ -1,4 +1,4 @@
-"""What the terminal shows during a chat: a rich live view, or plain log lines with --no-ui."""
+"""What the terminal shows during a chat: a rich live view, or plain lines (--no-ui)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ HEADPHONES_HINT = (
     "would hear itself."
 )
 ECHO_HINT = (
-    "Echo cancellation is on: speakers work. Headphones are still better with very loud "
-    "speakers or a Bluetooth (long-delay) output."
+    "Echo cancellation is on: speakers work. Headphones are still better with very "
+    "loud speakers or a Bluetooth (long-delay) output."
 )
 QUIT_HINT = "q or Ctrl-C to quit"
 SPEAKING_HOLD_S = 0.8  # Moshi counts as speaking this long after its last text token
@@ -56,7 +56,10 @@ class ChatState:
     """Everything the views show, updated from frame events and the audio stats."""
 
     def __init__(
-        self, frame_seconds: float, context_steps: int, clock: Callable[[], float] = time.monotonic
+        self,
+        frame_seconds: float,
+        context_steps: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.frame_seconds = frame_seconds
         self.context_steps = context_steps
@@ -70,7 +73,8 @@ class ChatState:
         self.time = 0.0
         self._clock = clock
         self._start = clock()
-        self.echo = None  # the EchoCanceller cleaning the mic (moshi_mlx.audio.echo), if any
+        # the EchoCanceller cleaning the mic (moshi_mlx.audio.echo), if any
+        self.echo = None
 
     def on_frame(self, event: FrameEvent) -> None:
         """Take in one processed frame."""
@@ -86,7 +90,7 @@ class ChatState:
 
     @property
     def speaking(self) -> bool:
-        """Moshi is speaking: its text stream carried a word recently (not only padding)."""
+        """Moshi is speaking: its text stream carried a word recently (not padding)."""
         return self.last_text_time is not None and (
             self.time - self.last_text_time <= SPEAKING_HOLD_S
         )
@@ -99,17 +103,19 @@ class ChatState:
         return float(np.percentile(self.step_ms, q)) if self.step_ms else None
 
     def latency_ms(self, audio: dict) -> float | None:
-        """Estimated mic → speaker delay: devices, frame, queues, step, model alignment."""
+        """Estimated mic → speaker delay: devices, frame, queues, step, model delay."""
         p50 = self.percentile_ms(50)
         if p50 is None:
             return None
         frame_ms = self.frame_seconds * 1000
-        devices = (audio.get("input_latency_s") or 0.0) + (audio.get("output_latency_s") or 0.0)
-        queued = audio.get("input_fill_frames", 0.0) + audio.get("output_fill_frames", 0.0)
+        devices = audio.get("input_latency_s") or 0.0
+        devices += audio.get("output_latency_s") or 0.0
+        queued = audio.get("input_fill_frames", 0.0)
+        queued += audio.get("output_fill_frames", 0.0)
         return devices * 1000 + (1 + MODEL_DELAY_FRAMES + queued) * frame_ms + p50
 
     def context_text(self) -> str:
-        """How much history the LM attends to: grows until the window is full, then rolls."""
+        """History the LM attends to: grows until the window is full, then rolls."""
         window = self.context_steps * self.frame_seconds
         seen = min(self.steps, self.context_steps) * self.frame_seconds
         if self.steps >= self.context_steps:
@@ -125,10 +131,17 @@ class ChatState:
         latency = self.latency_ms(audio)
         rate = audio.get("sample_rate", 24000)
         underrun_s = audio.get("output_underruns", 0) / rate
+        overflows = audio.get("input_overflows", 0) + audio.get("output_overflows", 0)
         return [
             ("step", step),
-            ("real-time factor", rtf + ("  (too slow)" if p50 and p50 > frame_ms else "")),
-            ("latency", "—" if latency is None else f"≈ {latency:.0f} ms mic → speaker"),
+            (
+                "real-time factor",
+                rtf + ("  (too slow)" if p50 and p50 > frame_ms else ""),
+            ),
+            (
+                "latency",
+                "—" if latency is None else f"≈ {latency:.0f} ms mic → speaker",
+            ),
             (
                 "buffers",
                 f"mic {audio.get('input_fill_frames', 0.0):.1f}/"
@@ -140,7 +153,7 @@ class ChatState:
                 "dropped / underruns / overflows",
                 f"{self.dropped_frames} frames · "
                 f"{audio.get('output_underrun_callbacks', 0)} ({underrun_s:.2f} s) · "
-                f"{audio.get('input_overflows', 0) + audio.get('output_overflows', 0)} samples",
+                f"{overflows} samples",
             ),
             ("echo cancellation", echo_status(self.echo)),
             ("mic level", f"{meter(self.mic_db)} {self.mic_db:5.0f} dB"),
@@ -152,18 +165,22 @@ class ChatState:
 
 def echo_status(echo) -> str:
     """The echo canceller's state and measured echo reduction, for the status panel."""
-    suppress = " · noise suppression" if echo is not None and echo.noise_suppression else ""
+    suppress = (
+        " · noise suppression" if echo is not None and echo.noise_suppression else ""
+    )
     if echo is None or not echo.echo_cancellation:
         return "off (use headphones)" + suppress
     if echo.error is not None:
         return f"stopped, mic passes raw: {echo.error}"
     erle = echo.erle_db
-    removed = "measuring when Moshi speaks" if erle is None else f"{erle:.0f} dB echo removed"
+    removed = (
+        "measuring when Moshi speaks" if erle is None else f"{erle:.0f} dB echo removed"
+    )
     return f"on · {removed}{suppress}"
 
 
 class ChatView:
-    """The rich live view: Moshi's transcript with a speaking indicator, and a status panel."""
+    """The rich live view: Moshi's transcript, a speaking indicator, a status panel."""
 
     def __init__(self, state: ChatState) -> None:
         self.state = state
@@ -179,13 +196,17 @@ class ChatView:
         if len(text) > TRANSCRIPT_CHARS:
             text = "…" + text[-TRANSCRIPT_CHARS:]
         body = Text(text) if text else Text("(Moshi's words appear here)", "dim")
-        transcript = Panel(body, title="Moshi", subtitle=indicator, subtitle_align="left")
+        transcript = Panel(
+            body, title="Moshi", subtitle=indicator, subtitle_align="left"
+        )
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", justify="right")
         table.add_column()
         for label, value in state.status_fields(audio):
             table.add_row(label, value)
-        status = Panel(table, title="status", subtitle=QUIT_HINT, subtitle_align="right")
+        status = Panel(
+            table, title="status", subtitle=QUIT_HINT, subtitle_align="right"
+        )
         return Group(transcript, status)
 
 
@@ -230,7 +251,7 @@ class PlainView:
 
 
 class KeyReader:
-    """Single key presses from the terminal without Enter (inactive when stdin is no TTY)."""
+    """Key presses from the terminal without Enter (inactive when stdin is no TTY)."""
 
     def __init__(self) -> None:
         self._fd: int | None = None

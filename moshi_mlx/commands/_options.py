@@ -17,7 +17,7 @@ from ..checkpoints import (
 
 
 def add_weight_options(parser: argparse.ArgumentParser) -> None:
-    """Add --voice/--quantized/--hf-repo, local file overrides, --offline and --dtype."""
+    """Add --voice/--quantized/--hf-repo, local file overrides, --offline, --dtype."""
     group = parser.add_argument_group("weights")
     group.add_argument(
         "--voice",
@@ -31,7 +31,9 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
         help=f"weight format: 4-bit, 8-bit or bf16 (default {DEFAULT_QUANTIZED}); "
         "picks kyutai/<voice>-mlx-q4|q8|bf16",
     )
-    group.add_argument("--hf-repo", metavar="REPO", help="Hugging Face repo to use instead")
+    group.add_argument(
+        "--hf-repo", metavar="REPO", help="Hugging Face repo to use instead"
+    )
     group.add_argument(
         "--moshi-weight", type=Path, metavar="FILE", help="local LM .safetensors file"
     )
@@ -56,7 +58,7 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--offline",
         action="store_true",
-        help="use only the Hugging Face cache, never the network (also HF_HUB_OFFLINE=1)",
+        help="use only the Hugging Face cache, not the network (or HF_HUB_OFFLINE=1)",
     )
     group.add_argument(
         "--dtype",
@@ -87,7 +89,7 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=default.text_top_k,
         metavar="K",
-        help=f"sample text among the K likeliest tokens (default {default.text_top_k})",
+        help=f"sample text among the K likeliest (default {default.text_top_k})",
     )
     group.add_argument(
         "--audio-temperature",
@@ -101,7 +103,7 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=default.audio_top_k,
         metavar="K",
-        help=f"sample audio among the K likeliest tokens (default {default.audio_top_k})",
+        help=f"sample audio among the K likeliest (default {default.audio_top_k})",
     )
     group.add_argument(
         "--seed",

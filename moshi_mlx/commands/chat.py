@@ -1,11 +1,16 @@
-"""`python cli.py chat`: talk with Moshi through the microphone and speakers, offline."""
+"""`python cli.py chat`: talk with Moshi through microphone and speakers, offline."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ._options import add_sampling_options, add_weight_options, sampling_settings, weight_request
+from ._options import (
+    add_sampling_options,
+    add_weight_options,
+    sampling_settings,
+    weight_request,
+)
 
 
 def register(subparsers) -> None:
@@ -17,16 +22,20 @@ def register(subparsers) -> None:
     )
     audio = parser.add_argument_group("audio")
     audio.add_argument(
-        "--input-device", metavar="DEVICE", help="microphone: index or part of the name (see `cli.py devices`)"
+        "--input-device",
+        metavar="DEVICE",
+        help="microphone: index or part of the name (see `cli.py devices`)",
     )
     audio.add_argument(
-        "--output-device", metavar="DEVICE", help="speaker: index or part of the name (see `cli.py devices`)"
+        "--output-device",
+        metavar="DEVICE",
+        help="speaker: index or part of the name (see `cli.py devices`)",
     )
     audio.add_argument(
         "--record",
         type=Path,
         metavar="DIR",
-        help="save conversation.wav (you left, Moshi right) and transcript.json/.txt in DIR",
+        help="save conversation.wav (you left, Moshi right) and transcripts in DIR",
     )
     audio.add_argument(
         "--aec",
@@ -43,11 +52,13 @@ def register(subparsers) -> None:
     audio.add_argument(
         "--record-processed",
         action="store_true",
-        help="with --record, also save mic_processed.wav: the microphone as Moshi heard "
-        "it, after echo cancellation",
+        help="with --record, also save mic_processed.wav: the microphone as Moshi "
+        "heard it, after echo cancellation",
     )
     parser.add_argument(
-        "--no-ui", action="store_true", help="print plain lines instead of the live screen"
+        "--no-ui",
+        action="store_true",
+        help="print plain lines instead of the live screen",
     )
     add_weight_options(parser)
     add_sampling_options(parser)
@@ -57,7 +68,6 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the conversation; returns when the user quits."""
     from ..app.chat import ChatOptions, run_chat
-
     from ..errors import ConfigError
 
     if args.record_processed and args.record is None:

@@ -1,11 +1,16 @@
-"""`python cli.py file IN OUT`: Moshi answers a recording of the user, frame by frame, offline."""
+"""`python cli.py file IN OUT`: Moshi answers a recording of the user, offline."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ._options import add_sampling_options, add_weight_options, sampling_settings, weight_request
+from ._options import (
+    add_sampling_options,
+    add_weight_options,
+    sampling_settings,
+    weight_request,
+)
 
 
 def register(subparsers) -> None:
