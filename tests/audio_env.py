@@ -62,7 +62,7 @@ def _pulse_server() -> str:
 
 
 def virtual_audio_env() -> dict[str, str]:
-    """Environment for a subprocess using the virtual devices (started here if PULSE_SERVER is unset)."""
+    """Environment for a subprocess using the devices (starts them if needed)."""
     env = dict(os.environ)
     if not env.get("PULSE_SERVER"):
         env["PULSE_SERVER"] = _pulse_server()
@@ -73,7 +73,7 @@ def virtual_audio_env() -> dict[str, str]:
 
 
 def noise_signal(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
-    """Band-limited noise at about -16 dBFS: a sharp, unambiguous cross-correlation peak."""
+    """Band-limited noise at about -16 dBFS: a sharp, unambiguous correlation peak."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(int(seconds * rate)).astype(np.float32)
     kernel = np.hanning(9).astype(
@@ -100,7 +100,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 
 def play_into_mic(wav: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start playing `wav` into the app's microphone; `.wait()` on the result to finish."""
+    """Start playing `wav` into the app's microphone; `.wait()` on it to finish."""
     return subprocess.Popen(["paplay", f"--device={MIC_SINK}", str(wav)], env=env)
 
 

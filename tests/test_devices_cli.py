@@ -1,4 +1,4 @@
-"""Device listing and selection, and `python cli.py devices` (real PortAudio on virtual devices)."""
+"""Device listing and selection; `python cli.py devices` on the virtual devices."""
 
 from __future__ import annotations
 

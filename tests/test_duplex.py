@@ -1,8 +1,9 @@
-"""DuplexAudio: callback and frame logic on a fake sounddevice, then real streams on virtual devices.
+"""DuplexAudio: callback and frame logic on a fake sounddevice, then real streams.
 
-The real-stream tests run this file as a script in a subprocess (`python tests/test_duplex.py
-SCENARIO ...`), because PortAudio only sees the virtual devices when PULSE_SERVER is set
-before sounddevice is imported; the scenario prints its results as JSON.
+The real-stream tests run this file as a script in a subprocess
+(`python tests/test_duplex.py SCENARIO ...`), because PortAudio only sees the virtual
+devices when PULSE_SERVER is set before sounddevice is imported; the scenario prints
+its results as JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from moshi_mlx.errors import AudioError
 FRAME = 1920
 
 
-# --- a fake sounddevice: the callback is driven by hand ---------------------------------
+# --- a fake sounddevice: the callback is driven by hand -----------------------------
 
 
 class FakePortAudioError(Exception):
@@ -58,7 +59,7 @@ class FakeStream:
         self.active = False
 
     def tick(self, mic: np.ndarray, status=()) -> np.ndarray:
-        """One device period: mic samples in, speaker samples out (what PortAudio does)."""
+        """One device period: mic samples in, speaker samples out, as PortAudio does."""
         indata = np.repeat(mic[:, None], self.in_channels, axis=1).astype(np.float32)
         outdata = np.full((mic.size, self.out_channels), np.nan, dtype=np.float32)
         flags = SimpleNamespace(
@@ -129,7 +130,7 @@ def test_frames_flow_through_the_callback_at_24k(fake_sd):
         out1 = stream.tick(mic[FRAME : 2 * FRAME])
         out2 = stream.tick(mic[2 * FRAME :])
         np.testing.assert_array_equal(np.concatenate([out1, out2])[:, 0], speech)
-        # The played reference holds the silence, then the two frames, paired with the mic.
+        # The played reference: the silence, then the two frames, paired with the mic.
         np.testing.assert_array_equal(audio.read_played_frame(), np.zeros(FRAME))
         np.testing.assert_array_equal(audio.read_played_frame(), speech[:FRAME])
         np.testing.assert_array_equal(audio.read_frame(), mic[FRAME : 2 * FRAME])
@@ -263,7 +264,11 @@ def test_resampling_when_24k_is_refused(monkeypatch):
         mic, played, speaker = [], [], []
         t24 = np.arange(24000 * 2) / 24000
         tone_24k = (0.5 * np.sin(2 * np.pi * 1000 * t24)).astype(np.float32)
-        for i in range(25):  # 2 s of 80 ms periods at 48 kHz
+        stream.tick(tone_48k[: 2 * FRAME])
+        # stats() only looks (the UI thread calls it): nothing resampled or consumed.
+        assert audio.stats()["input_fill_frames"] == 1.0
+        assert audio._input.available == 2 * FRAME
+        for i in range(1, 25):  # 2 s of 80 ms periods at 48 kHz
             if i < 24:
                 audio.write_frame(tone_24k[i * FRAME : (i + 1) * FRAME])
             speaker.append(
@@ -286,12 +291,14 @@ def test_resampling_when_24k_is_refused(monkeypatch):
     spectrum = np.abs(np.fft.rfft(mic[4800:]))
     assert abs(np.argmax(spectrum) * 24000 / (mic.size - 4800) - 440) < 2
     assert 0.3 < np.abs(mic[4800:]).max() < 0.55
-    # The 1 kHz output tone reaches the 48 kHz speaker, and comes back as the played frames.
+    # The 1 kHz tone reaches the 48 kHz speaker and comes back as the played frames.
     spectrum = np.abs(np.fft.rfft(speaker[9600:-9600]))
     assert abs(np.argmax(spectrum) * 48000 / (speaker.size - 19200) - 1000) < 2
     assert 0.45 < np.abs(speaker[9600:-9600]).max() < 0.55
     assert 0.45 < np.abs(played[4800:-4800]).max() < 0.55
     assert stats["device_rate"] == 48000 and stats["callbacks"] == 25
+    # The one-frame cushion absorbs soxr's uneven output: no gaps once playing.
+    assert stats["output_underruns"] == 0 and stats["output_overflows"] == 0
 
 
 def test_choose_stream_settings_prefers_24k_mono():
@@ -347,7 +354,7 @@ def test_read_frame_timeout_waits_without_spinning(fake_sd):
         assert 0.05 <= time.monotonic() - start < 0.5
 
 
-# --- real streams on the virtual PulseAudio devices -------------------------------------
+# --- real streams on the virtual PulseAudio devices ---------------------------------
 
 
 def run_scenario(env: dict[str, str], *args: str, timeout: float = 60) -> dict:
@@ -402,26 +409,29 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
     assert 0 <= lag and lag + mic_signal.size <= captured.size
     # The speaker frames left the device (parecord heard them) and the played reference
     # is what was handed to the device. Both may slip a few samples: compare by pieces.
-    for name, recording_of_speaker in (("heard", heard), ("played", played)):
+    # Gaps come from our underruns (a starved consumer on a busy machine), counted in
+    # output_underruns, and for what was heard also from the device's own underflows
+    # (a late callback), flagged by PortAudio: up to a period each.
+    device_gaps = stats["status_output_underflows"] * FRAME
+    for name, recording_of_speaker, allowed_gap in (
+        ("heard", heard, stats["output_underruns"] + device_gaps),
+        ("played", played, stats["output_underruns"]),
+    ):
         pieces = align_pieces(speaker_signal, recording_of_speaker)
         lags = np.array([lag for lag, _ in pieces])
         scores = np.array([score for _, score in pieces])
         assert np.median(scores) > 0.95, (name, pieces)
         assert np.mean(scores > 0.9) >= 0.7, (name, pieces)
-        # in order, 0.2 s apart, give or take a slip
-        assert np.all(np.abs(np.diff(lags) - 4800) < 100), (name, pieces)
+        # in order, 0.2 s apart give or take a slip (< 100 samples), plus counted gaps
+        gaps = np.diff(lags) - 4800
+        assert np.all(gaps > -100), (name, pieces)
+        gap_total = gaps[gaps >= 100].sum()
+        assert gap_total <= allowed_gap + 100, (name, pieces, json.dumps(stats))
     assert abs(result["played_frames"] - result["mic_frames"]) <= 1
 
     assert stats["device_rate"] == int(device_rate)
-    assert (
-        stats["sample_rate"],
-        stats["input_channels"],
-        stats["output_channels"],
-    ) == (
-        24000,
-        1,
-        1,
-    )
+    settings = (stats["sample_rate"], stats["input_channels"], stats["output_channels"])
+    assert settings == (24000, 1, 1)
     assert stats["input_device"] == stats["output_device"] == "default"
     assert stats["active"] is True
     # about one callback per 80 ms frame, and every frame read came from one
@@ -429,7 +439,7 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
     assert result["mic_frames"] <= stats["callbacks"]
     assert stats["input_overflows"] == stats["output_overflows"] == 0
     assert stats["played_overflows"] == 0
-    assert stats["output_underrun_callbacks"] <= stats["callbacks"] // 10
+    assert stats["output_underrun_callbacks"] <= stats["callbacks"] // 4
     assert 0 < stats["input_latency_s"] < 1 and 0 < stats["output_latency_s"] < 1
     # lag compensation after 0.4 s without reading
     assert result["dropped"] >= 3 and stats["input_frames_dropped"] == result["dropped"]
@@ -465,7 +475,7 @@ def test_real_devices_by_name_and_index(audio_env):
 
 @pytest.mark.audio
 def test_no_devices_is_a_one_line_error(tmp_path):
-    """With PulseAudio unreachable PortAudio finds no devices: DuplexAudio says what to do."""
+    """PulseAudio unreachable: no devices; DuplexAudio says what to do."""
     if Path("/dev/snd").exists():
         pytest.skip("this machine has a sound card")
     env = {
@@ -480,11 +490,11 @@ def _env_without_pulse() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
 
 
-# --- scenarios, run in a subprocess with the audio environment ----------------------------
+# --- scenarios, run in a subprocess with the audio environment ----------------------
 
 
 def _scenario_duplex(out_dir: str, device_rate: str) -> dict:
-    """Record the mic while paplay feeds it, speak a known signal, then test lag compensation."""
+    """Record the mic fed by paplay, speak a known signal, then drop the backlog."""
     from audio_env import play_into_mic, read_wav
 
     out = Path(out_dir)

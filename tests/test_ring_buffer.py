@@ -1,4 +1,4 @@
-"""RingBuffer: wrap-around, exact capacity, overflow/underrun accounting, concurrent SPSC use."""
+"""RingBuffer: wrap-around, exact capacity, overflow/underrun counts, SPSC threads."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_write_converts_dtype():
 
 
 def test_concurrent_producer_consumer_preserves_the_sequence():
-    """A producer and a consumer thread push 100k known samples through a 97-sample ring."""
+    """A producer and a consumer thread push 100k known samples through 97 slots."""
     total, capacity = 100_000, 97
     rb = RingBuffer(capacity)
     accepted: list[np.ndarray] = []
@@ -193,7 +193,7 @@ def test_concurrent_producer_consumer_preserves_the_sequence():
 
     sent = np.concatenate(accepted)
     got = np.concatenate(received)
-    # Everything accepted arrives once, in order; everything else was counted as dropped.
+    # What was accepted arrives once, in order; everything else was counted as dropped.
     np.testing.assert_array_equal(got, sent)
     assert sent.size + rb.overflows == total
     assert rb.underruns == shortfall[0]

@@ -1,4 +1,4 @@
-"""Sound devices: list them and pick one by index or name. sounddevice is imported lazily."""
+"""Sound devices: list them, pick one by index or name (sounddevice imported lazily)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ DeviceKind = Literal["input", "output"]
 PORTAUDIO_MISSING = (
     "the PortAudio library is not installed: install it (Debian/Ubuntu: "
     "`sudo apt-get install libportaudio2`; Fedora: `sudo dnf install portaudio`); "
-    "on a headless Linux machine `bash ../shared/tools/virtual-audio.sh start` installs it "
-    "with virtual devices"
+    "on a headless Linux machine `bash ../shared/tools/virtual-audio.sh start` "
+    "installs it with virtual devices"
 )
 NO_DEVICES = (
-    "no audio devices found: connect a microphone and speakers; on a headless Linux machine "
-    'start virtual devices with `eval "$(bash ../shared/tools/virtual-audio.sh start)"` '
-    "(it exports PULSE_SERVER)"
+    "no audio devices found: connect a microphone and speakers; on a headless Linux "
+    "machine start virtual devices with "
+    '`eval "$(bash ../shared/tools/virtual-audio.sh start)"` (it exports PULSE_SERVER)'
 )
 LIST_HINT = "see `python cli.py devices`"
 
@@ -78,7 +78,11 @@ def list_devices() -> list[AudioDevice]:
 def resolve_device(
     spec: int | str | None, kind: DeviceKind, devices: list[AudioDevice] | None = None
 ) -> AudioDevice:
-    """The device for `spec`: None = the default, an index, or a case-insensitive (part of a) name."""
+    """The device for `spec`: None (the default), an index, or (part of) a name.
+
+    Names match case-insensitively, among devices with channels in direction `kind`; an
+    exact name wins over substrings, and several matches are an error.
+    """
     if devices is None:
         devices = list_devices()
     if not devices:
@@ -100,7 +104,8 @@ def _default_device(kind: DeviceKind, devices: list[AudioDevice]) -> AudioDevice
             return device
     thing = "microphone" if kind == "input" else "speakers or headphones"
     raise AudioError(
-        f"no default {kind} device: connect {thing} or pass --{kind}-device ({LIST_HINT})"
+        f"no default {kind} device: connect {thing} or pass --{kind}-device "
+        f"({LIST_HINT})"
     )
 
 
@@ -145,7 +150,7 @@ def _device_by_name(
 
 
 def print_devices(devices: list[AudioDevice], file=None) -> None:
-    """Print the device list: a rich table on a terminal, plain aligned columns otherwise."""
+    """Print the devices: a rich table on a terminal, else plain aligned columns."""
     from rich.console import Console
     from rich.table import Table
 
@@ -174,12 +179,11 @@ def print_devices(devices: list[AudioDevice], file=None) -> None:
             table.add_row(*row, style="bold" if row[-1] else None)
         console.print(table)
         return
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    columns = zip(header, *rows, strict=True)
+    widths = [max(len(cell) for cell in column) for column in columns]
     for row in (header, *rows):
-        print(
-            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(),
-            file=console.file,
-        )
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip(), file=console.file)
 
 
 def _default_mark(device: AudioDevice) -> str:

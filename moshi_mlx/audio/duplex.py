@@ -1,4 +1,4 @@
-"""Full-duplex sound device I/O in 24 kHz frames: one sounddevice stream and three ring buffers.
+"""Full-duplex sound I/O in 24 kHz frames: one sounddevice stream, three ring buffers.
 
 The stream callback (PortAudio's thread) only copies: speaker samples out of the output
 ring (silence when it runs dry), the same samples into the played ring (the far-end
@@ -9,6 +9,9 @@ they accept and the consumer side resamples (soxr), so callers only ever see 24 
 
 Frame k of `read_frame` and frame k of `read_played_frame` cover the same device period
 (the callback writes both), so they stay paired; `drop_input_frames` drops both.
+Threads: `read_frame`, `read_played_frame`, `input_frames_available`,
+`drop_input_frames` and `write_frame` belong to one consumer thread (the frame loop);
+`stats` may be called from any thread.
 """
 
 from __future__ import annotations
@@ -30,21 +33,16 @@ from .ring_buffer import RingBuffer
 
 SAMPLE_RATE = 24000  # Mimi's rate
 FRAME_SIZE = 1920  # one Mimi frame: 80 ms at 24 kHz
-FALLBACK_RATES = (
-    48000,
-    44100,
-    32000,
-    16000,
-)  # tried after 24 kHz and the devices' own rates
-PA_DEVICE_UNAVAILABLE = (
-    -9985
-)  # PortAudio's paDeviceUnavailable: another program holds it
+# Tried after 24 kHz and the devices' own default rates.
+FALLBACK_RATES = (48000, 44100, 32000, 16000)
+# PortAudio's paDeviceUnavailable: another program holds the device.
+PA_DEVICE_UNAVAILABLE = -9985
 MIN_WAIT_S = 0.002  # shortest sleep while waiting for a frame
 
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """What the stream opens with: one rate for both directions, channels per direction."""
+    """The stream's one rate for both directions and its channels per direction."""
 
     device_rate: int
     input_channels: int
@@ -58,7 +56,7 @@ def choose_stream_settings(
     sample_rate: int = SAMPLE_RATE,
     device_rate: int | None = None,
 ) -> StreamSettings:
-    """The first rate (`sample_rate` first) and channels (mono first) both devices accept."""
+    """The first rate (`sample_rate` first) and channels (mono first) both accept."""
     if device_rate is not None:
         rates = [device_rate]
     else:
@@ -78,9 +76,10 @@ def choose_stream_settings(
             return StreamSettings(rate, cin, cout)
     tried = ", ".join(str(r) for r in rates)
     raise AudioError(
-        f"input device {input_device.label()} and output device {output_device.label()} "
-        f"accept no common float32 mono/stereo setting at {tried} Hz: choose other devices "
-        f"with --input-device / --output-device ({LIST_HINT})"
+        f"input device {input_device.label()} and output device "
+        f"{output_device.label()} accept no common float32 mono/stereo setting at "
+        f"{tried} Hz: choose other devices with --input-device / --output-device "
+        f"({LIST_HINT})"
     )
 
 
@@ -108,17 +107,18 @@ def stream_open_error(
     devices = f"input {input_device.label()}, output {output_device.label()}"
     if code == PA_DEVICE_UNAVAILABLE:
         return AudioError(
-            f"audio device busy or unavailable ({devices}): close other programs using it "
-            f"or choose another device with --input-device / --output-device ({LIST_HINT})"
+            f"audio device busy or unavailable ({devices}): close other programs "
+            f"using it or choose another device with --input-device / "
+            f"--output-device ({LIST_HINT})"
         )
     return AudioError(
-        f"cannot open the audio stream ({devices}): {reason}; choose other devices with "
-        f"--input-device / --output-device ({LIST_HINT})"
+        f"cannot open the audio stream ({devices}): {reason}; choose other devices "
+        f"with --input-device / --output-device ({LIST_HINT})"
     )
 
 
 class _FrameReader:
-    """Consumer side of a device-rate ring at the frame rate (resampled when the rates differ)."""
+    """Consumer side of a device-rate ring, at the frame rate (resampled if needed)."""
 
     def __init__(
         self,
@@ -142,9 +142,15 @@ class _FrameReader:
 
     @property
     def overflows(self) -> int:
-        """Samples (at the frame rate) dropped because a ring was full."""
-        extra = self._frames.overflows if self._frames is not self.ring else 0
-        return round(self.ring.overflows / self._device_ratio) + extra
+        """Samples (at the frame rate) dropped because a ring was full; any thread."""
+        staged = self._frames.overflows if self._frames is not self.ring else 0
+        return round(self.ring.overflows / self._device_ratio) + staged
+
+    @property
+    def pending(self) -> float:
+        """Samples (at the frame rate) waiting, without resampling; any thread."""
+        staged = self._frames.available if self._frames is not self.ring else 0
+        return self.ring.available / self._device_ratio + staged
 
     def available(self) -> int:
         """Samples ready at the frame rate."""
@@ -173,7 +179,7 @@ class _FrameReader:
 
 
 class DuplexAudio:
-    """Microphone and speaker as 24 kHz float32 frames, through one full-duplex stream."""
+    """Microphone and speaker as 24 kHz float32 frames through one duplex stream."""
 
     def __init__(
         self,
@@ -187,17 +193,19 @@ class DuplexAudio:
         device_rate: int | None = None,
         latency: float | str = "low",
     ) -> None:
-        """Pick the devices and stream settings (AudioError if unusable); `start` opens the stream.
+        """Pick devices and stream settings (AudioError if unusable); `start` opens it.
 
         Args:
-            input_device, output_device: None (system default), an index, or part of a name.
-            input_capacity_frames: mic frames held before new ones are dropped (and the
-                played-audio ring's size); output_capacity_frames: frames queued for the speaker.
-            output_cushion_frames: frames queued beyond the one due before playback starts, or
-                resumes after an underrun: absorbs step-time (and resampler) jitter for that
-                much latency.
-            device_rate: force the stream's rate (None: 24 kHz if accepted, else a rate both
-                devices accept, resampled on the consumer side).
+            input_device, output_device: None (system default), an index, or (part of)
+                a name, case-insensitive.
+            input_capacity_frames: mic frames held before new ones are dropped (also
+                the played-audio ring's size).
+            output_capacity_frames: frames that can be queued for the speaker.
+            output_cushion_frames: frames queued beyond the one due before playback
+                starts, or resumes after an underrun: absorbs step-time (and resampler)
+                jitter, for that much latency.
+            device_rate: force the stream's rate (None: 24 kHz if accepted, else a rate
+                both devices accept, resampled on the consumer side).
             latency: PortAudio's suggested latency, seconds or "low" / "high".
         """
         self.sample_rate = sample_rate
@@ -226,8 +234,8 @@ class DuplexAudio:
         self._input = RingBuffer(device_samples(input_capacity_frames))
         self._output = RingBuffer(device_samples(output_capacity_frames))
         self._played = RingBuffer(device_samples(input_capacity_frames))
-        # Consumer-side rings at the frame rate (only used when resampling): one extra frame
-        # of headroom for soxr's bursts.
+        # Consumer-side rings at the frame rate (only used when resampling): one extra
+        # frame of headroom for soxr's bursts.
         frame_ring = (input_capacity_frames + 1) * frame_size
         self._input_frames = _FrameReader(
             self._input, self.device_rate, sample_rate, frame_size, frame_ring
@@ -243,9 +251,8 @@ class DuplexAudio:
                 sample_rate, self.device_rate, 1, dtype="float32"
             )
         self._stream = None
-        self._output_started = (
-            False  # the speaker has played queued audio at least once
-        )
+        # Set once the speaker has played queued audio: later silence is an underrun.
+        self._output_started = False
         self._playing = False
         self._resume_level = (1 + output_cushion_frames) * self.blocksize
         self._callbacks = 0
@@ -255,10 +262,10 @@ class DuplexAudio:
         self._status_output_underflows = 0
         self._input_frames_dropped = 0
 
-    # --- stream lifecycle -------------------------------------------------------------
+    # --- stream lifecycle ---------------------------------------------------------
 
     def start(self) -> DuplexAudio:
-        """Open and start the stream; AudioError when the devices refuse (busy, unsupported)."""
+        """Open and start the stream; AudioError if the devices refuse (busy, ...)."""
         if self._stream is not None:
             return self
         sd = self._sd
@@ -299,7 +306,7 @@ class DuplexAudio:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    # --- PortAudio's thread -------------------------------------------------------------
+    # --- PortAudio's thread --------------------------------------------------------
 
     def _callback(self, indata, outdata, frames, time_info, status) -> None:
         if status.input_overflow:
@@ -323,10 +330,10 @@ class DuplexAudio:
         self._input.write(indata[:, 0])
         self._callbacks += 1
 
-    # --- consumer thread ---------------------------------------------------------------
+    # --- consumer thread -----------------------------------------------------------
 
     def read_frame(self, timeout: float = 0.0) -> np.ndarray | None:
-        """The oldest microphone frame, (frame_size,) float32 at 24 kHz; None if none within `timeout` s."""
+        """The oldest mic frame, (frame_size,) float32, or None after `timeout` s."""
         deadline = time.monotonic() + timeout
         while True:
             frame = self._input_frames.read(self.frame_size)
@@ -342,7 +349,7 @@ class DuplexAudio:
         return self._input_frames.available() // self.frame_size
 
     def drop_input_frames(self, n: int) -> int:
-        """Discard the oldest n mic frames (and the paired played frames); returns how many."""
+        """Drop the oldest n mic frames (and their played frames); returns how many."""
         n = max(0, min(n, self.input_frames_available()))
         self._input_frames.discard(n * self.frame_size)
         self._played_frames.discard(n * self.frame_size)
@@ -350,7 +357,7 @@ class DuplexAudio:
         return n
 
     def write_frame(self, pcm: np.ndarray) -> None:
-        """Queue one 24 kHz frame for the speaker; what does not fit is dropped and counted."""
+        """Queue one frame for the speaker; what does not fit is dropped and counted."""
         pcm = np.asarray(pcm, dtype=np.float32)
         if pcm.shape != (self.frame_size,):
             raise ValueError(
@@ -361,11 +368,11 @@ class DuplexAudio:
         self._output.write(pcm)
 
     def read_played_frame(self) -> np.ndarray | None:
-        """The oldest frame handed to the speaker (silence included), 24 kHz; None if none yet."""
+        """The oldest frame handed to the speaker (silence included), or None."""
         return self._played_frames.read(self.frame_size)
 
     def stats(self) -> dict:
-        """Fill levels in frames, counters in samples at `sample_rate`, devices, rates, latency."""
+        """Fill levels in frames, counters in samples at `sample_rate`; any thread."""
         to_rate = self.sample_rate / self.device_rate
         latency = self._stream.latency if self._stream is not None else (None, None)
         return {
@@ -379,7 +386,7 @@ class DuplexAudio:
             "input_latency_s": latency[0],
             "output_latency_s": latency[1],
             "callbacks": self._callbacks,
-            "input_fill_frames": self._input_frames.available() / self.frame_size,
+            "input_fill_frames": self._input_frames.pending / self.frame_size,
             "input_capacity_frames": self.input_capacity_frames,
             "output_fill_frames": self._output.available / self.blocksize,
             "output_capacity_frames": self.output_capacity_frames,

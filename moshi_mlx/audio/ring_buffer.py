@@ -13,7 +13,7 @@ import numpy as np
 
 
 class RingBuffer:
-    """SPSC float32 ring: writes that do not fit are dropped and counted, reads never block."""
+    """SPSC float32 ring: what does not fit is dropped and counted; nothing blocks."""
 
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
@@ -38,7 +38,7 @@ class RingBuffer:
         return self.capacity - self.available
 
     def write(self, samples: np.ndarray) -> int:
-        """Producer: append what fits of `samples` (1-D); count the rest in `overflows`."""
+        """Producer: append what fits of 1-D `samples`; the rest adds to `overflows`."""
         count = samples.shape[0]
         written = self._written
         n = min(count, self.capacity - (written - self._consumed))
@@ -54,7 +54,7 @@ class RingBuffer:
         return n
 
     def read_into(self, out: np.ndarray) -> int:
-        """Consumer: fill `out[:n]` with the oldest samples; a shortfall counts in `underruns`."""
+        """Consumer: fill `out[:n]` with the oldest samples; shortfall: `underruns`."""
         wanted = out.shape[0]
         n = self._copy_out(out, wanted)
         if n < wanted:
@@ -62,7 +62,7 @@ class RingBuffer:
         return n
 
     def read(self, n: int) -> np.ndarray | None:
-        """Consumer: exactly `n` samples as a new array, or None (nothing consumed) if fewer."""
+        """Consumer: exactly `n` samples as a new array, or None (consuming nothing)."""
         if self.available < n:
             return None
         out = np.empty(n, dtype=np.float32)
@@ -70,7 +70,7 @@ class RingBuffer:
         return out
 
     def discard(self, n: int) -> int:
-        """Consumer: drop up to `n` of the oldest samples; returns how many were dropped."""
+        """Consumer: drop up to `n` of the oldest samples; returns how many."""
         n = max(0, min(n, self.available))
         self._consumed += n
         return n

@@ -1,4 +1,4 @@
-"""`python cli.py devices`: list sound devices with the default input and output marked."""
+"""`python cli.py devices`: list sound devices, the default input and output marked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     """Add the `devices` command."""
     parser = subparsers.add_parser(
         "devices",
-        help="list audio devices (indices and names for --input-device / --output-device)",
+        help="list audio devices (the indices and names --input-device and "
+        "--output-device take)",
         description=__doc__,
     )
     parser.set_defaults(func=run)
