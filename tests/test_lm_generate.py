@@ -97,3 +97,38 @@ def test_frames_start_after_the_acoustic_delay(model):
     assert gen.step_count == 5
     with pytest.raises(ValueError, match="expected 8 user codes"):
         gen.step(mx.zeros((7,), mx.int32))
+
+
+def test_compiled_depformer_gives_the_same_tokens(model):
+    codes = user_codes(6, seed=2)
+    plain = run(LmGen(model, seed=9, compile=False), codes)
+    compiled = run(LmGen(model, seed=9, compile=True), codes)
+    assert plain[0] == compiled[0] and np.array_equal(plain[1], compiled[1])
+
+
+@pytest.mark.parametrize("alignment,shift", [("mlx", 1), ("pytorch", 0)])
+def test_user_stream_alignment(model, alignment, shift):
+    """User stream j reads frame t - shift - d_j; pytorch also pads while t <= d_j."""
+    codes = user_codes(5, seed=3)
+    fed = []
+    temporal = model.temporal
+
+    def spy(text, audio, cache):
+        fed.append(np.array(audio[0, 8:]))
+        return temporal(text, audio, cache)
+
+    model.temporal = spy
+    try:
+        gen = LmGen(model, seed=0, alignment=alignment)
+        for row in codes:
+            gen.step(row)
+    finally:
+        del model.temporal
+    delays = [0, 1, 1, 1, 1, 1, 1, 1]
+    for t, got in enumerate(fed):
+        for j, d in enumerate(delays):
+            frame = t - shift - d
+            padded = frame < 0 or (alignment == "pytorch" and t <= d)
+            assert got[j] == (64 if padded else codes[frame, j].item()), (t, j)
+    with pytest.raises(ValueError, match="alignment"):
+        LmGen(model, alignment="torch")

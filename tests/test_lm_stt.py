@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -72,3 +74,13 @@ def test_extra_heads_are_ignored(cfg, stt_fixtures, tmp_path):
     model = load_lm(path, cfg, mx.float32)
     gen = LmGen(model, Sampler(temp=0))
     assert isinstance(gen.step(mx.zeros((16,), mx.int32)).text_token, int)
+
+
+def test_pytorch_alignment_reads_user_codes_one_frame_earlier(cfg, stt_fixtures):
+    """alignment="pytorch" reproduces PyTorch LMGen fed codes[:, t] at step t."""
+    summary = json.loads((stt_fixtures / "ref_summary.json").read_text())
+    model = load_lm(stt_fixtures / "model.safetensors", cfg, mx.float32)
+    codes = mx.load(str(stt_fixtures / "ref.safetensors"))["codes"][0]
+    gen = LmGen(model, Sampler(temp=0), alignment="pytorch")
+    tokens = [gen.step(codes[:, f]).text_token for f in range(codes.shape[1])]
+    assert tokens == summary["pytorch_shift0_text_tokens"]

@@ -1,12 +1,17 @@
 """Streaming generation: one 80 ms frame per `LmGen.step`, with the per-codebook delays.
 
-Stream alignment follows Kyutai's MLX `LmGen` (the fixtures pin it). At step t
-the temporal transformer reads the text token sampled at t - 1 and, for audio
-stream s with delay d_s, frame t - 1 - d_s (the audio padding id `card` while
-that frame is negative). Streams 0..dep_q-1 read Moshi's own tokens, the rest
-the user's codes given to `step`. The depformer token of codebook k produced at
-step t belongs to frame t - d_k, so Moshi's frame t - D (D = the largest of
-those delays) is complete after step t.
+Stream alignment (default "mlx") follows Kyutai's MLX `LmGen`, which the fixtures
+pin. At step t the temporal transformer reads the text token sampled at t - 1
+and, for audio stream s with delay d_s, frame t - 1 - d_s (the audio padding id
+`card` while that frame is negative). Streams 0..dep_q-1 read Moshi's own
+tokens, the rest the user's codes given to `step`. The depformer token of
+codebook k produced at step t belongs to frame t - d_k, so Moshi's frame t - D
+(D = the largest of those delays) is complete after step t.
+
+Alignment "pytorch" is Kyutai's PyTorch `LMGen` convention for the user's
+streams only: frame t - d_s at step t (one frame, 80 ms, earlier), with the
+padding id wherever t <= d_s, so the user's very first frame is never read.
+Moshi's own streams are the same in both.
 
 History lives in two small device windows (D + 1 steps of Moshi tokens, max
 user delay + 1 user frames), so a conversation may run for any number of steps;
@@ -23,6 +28,8 @@ import numpy as np
 
 from .model import Lm
 from .sampling import Sampler
+
+ALIGNMENTS = ("mlx", "pytorch")
 
 
 @dataclass
@@ -42,12 +49,18 @@ class FrameOut:
 
 
 class LmGen:
-    """Step the LM one frame at a time: the user's codes in, text token and Moshi's codes out.
+    """Step the LM one frame at a time: the user's codes in, text and Moshi's codes out.
 
     Args:
-        model: the loaded `Lm`.
-        text_sampler / audio_sampler: how text and Moshi's audio tokens are drawn.
+        model: the loaded `Lm` (dep_q 0, e.g. STT: text only, `audio_codes` None).
+        text_sampler / audio_sampler: how text and Moshi's audio tokens are drawn
+            (defaults: temp 0.7 / top-k 25 and temp 0.8 / top-k 250).
         seed: seeds the sampling keys for reproducible runs (None: a random seed).
+        alignment: "mlx" (default, as the MLX reference) or "pytorch" (user codes
+            read one frame earlier; see the module docstring).
+        compile: trace the depformer frame (dep_q small slices) once with
+            `mx.compile`. None picks it on GPUs, where it saves many small kernel
+            launches; on the CPU it measured slower for the 7B model.
     """
 
     def __init__(
@@ -56,22 +69,33 @@ class LmGen:
         text_sampler: Sampler | None = None,
         audio_sampler: Sampler | None = None,
         seed: int | None = None,
+        alignment: str = "mlx",
+        compile: bool | None = None,
     ):
+        if alignment not in ALIGNMENTS:
+            raise ValueError(
+                f"alignment must be one of {ALIGNMENTS}, got {alignment!r}"
+            )
         cfg = model.cfg
         self.model = model
         self.text_sampler = text_sampler or Sampler(temp=0.7, top_k=25)
         self.audio_sampler = audio_sampler or Sampler(temp=0.8, top_k=250)
         self.seed = seed
-        gen_delays = cfg.audio_delays[: cfg.dep_q]
-        user_delays = cfg.audio_delays[cfg.dep_q :]
-        self._gen_delays = np.array(gen_delays, dtype=np.int64)
-        self._out_delay = max(
-            gen_delays, default=0
-        )  # D: Moshi's frame t - D completes at t
-        self._out_rows = mx.array([self._out_delay - d for d in gen_delays])
-        self._user_rows = mx.array(user_delays, dtype=mx.int32)
-        self._user_span = max(user_delays, default=0) + 1
+        self.alignment = alignment
+        own_delays = np.array(cfg.audio_delays[: cfg.dep_q], dtype=np.int64)
+        user_delays = np.array(cfg.audio_delays[cfg.dep_q :], dtype=np.int64)
+        self._own_delays, self._user_delays = own_delays, user_delays
+        self._out_delay = int(
+            own_delays.max(initial=0)
+        )  # Moshi's frame t - D ends at t
+        self._out_rows = mx.array(self._out_delay - own_delays)
+        self._user_rows = mx.array(user_delays)
+        self._user_cols = mx.arange(cfg.user_codebooks)
         self._cache = model.make_cache(1)
+        if compile is None:
+            compile = mx.default_device().type == mx.DeviceType.gpu
+        frame = self._depformer_frame
+        self._depformer = mx.compile(frame) if compile else frame
         self.reset()
 
     def reset(self) -> None:
@@ -80,19 +104,16 @@ class LmGen:
         for c in self._cache:
             c.reset()
         self.step_count = 0
-        seed = (
-            self.seed
-            if self.seed is not None
-            else random.SystemRandom().getrandbits(63)
-        )
+        seed = self.seed
+        if seed is None:
+            seed = random.SystemRandom().getrandbits(63)
         self._key = mx.random.key(seed)
         self._text = mx.full((1,), cfg.text_card, mx.int32)
         # Moshi's tokens of the last D + 1 steps, newest first: (1, D + 1, dep_q).
         self._raw = mx.full((1, self._out_delay + 1, cfg.dep_q), cfg.card, mx.int32)
-        # The user's last frames, newest first: row i holds frame t - 1 - i at step t.
-        self._user = mx.full(
-            (1, self._user_span, cfg.user_codebooks), cfg.card, mx.int32
-        )
+        # The user's frames, newest first: row i is frame t - 1 - i when step t starts.
+        span = int(self._user_delays.max(initial=0)) + 1
+        self._user = mx.full((1, span, cfg.user_codebooks), cfg.card, mx.int32)
 
     def step(self, user_codes: mx.array) -> FrameOut:
         """Advance one frame with the user's codes of this frame ((U,) or (1, U) int32)."""
@@ -102,33 +123,41 @@ class LmGen:
             raise ValueError(
                 f"expected {cfg.user_codebooks} user codes, got {user_codes.shape[1]}"
             )
-        audio_in = self._user[
-            :, self._user_rows, mx.arange(cfg.user_codebooks)
-        ]  # (1, U)
+        newer = mx.concatenate([user_codes[:, None], self._user[:, :-1]], axis=1)
+        if self.alignment == "mlx":
+            user_in = self._user[:, self._user_rows, self._user_cols]  # (1, U)
+        else:
+            user_in = newer[:, self._user_rows, self._user_cols]
+            if t <= self._user_delays.max(initial=-1):
+                user_in = mx.where(mx.array(t > self._user_delays), user_in, cfg.card)
+        self._user = newer
+        audio_in = user_in
         if cfg.dep_q:
             own = self._raw[:, 0]  # tokens of step t - 1
-            if t - 1 < self._gen_delays.max():
-                own = mx.where(mx.array(t - 1 >= self._gen_delays), own, cfg.card)
-            audio_in = mx.concatenate([own, audio_in], axis=1)  # (1, n_q)
+            if t - 1 < self._own_delays.max():
+                own = mx.where(mx.array(t - 1 >= self._own_delays), own, cfg.card)
+            audio_in = mx.concatenate([own, user_in], axis=1)  # (1, n_q)
 
         self._key, text_key, audio_key = mx.random.split(self._key, 3)
         h = self.model.temporal(self._text, audio_in, self._cache)
         text = self.text_sampler(self.model.text_logits(h), text_key)
-        self._user = mx.concatenate([user_codes[:, None], self._user[:, :-1]], axis=1)
         self._text = text
         self.step_count += 1
 
         frame = None
         if cfg.dep_q:
-            keys = mx.random.split(audio_key, cfg.dep_q)
-            raw = self.model.depformer(
-                h, text, lambda k, logits: self.audio_sampler(logits, keys[k])
-            )
+            raw = self._depformer(h, text, audio_key)
             self._raw = mx.concatenate([raw[:, None], self._raw[:, :-1]], axis=1)
             if t >= self._out_delay:
                 frame = self._raw[0, self._out_rows, mx.arange(cfg.dep_q)]  # (dep_q,)
-        state = [self._text, self._raw, self._user, self._key]
-        if frame is not None:
-            state.append(frame)
-        mx.async_eval(*state, *(a for c in self._cache for a in (c.keys, c.values)))
+        pending = [self._text, self._raw, self._user, self._key]
+        pending += [a for c in self._cache for a in (c.keys, c.values)]
+        mx.async_eval(*pending, *([] if frame is None else [frame]))
         return FrameOut(text, frame)
+
+    def _depformer_frame(self, h: mx.array, text: mx.array, key: mx.array) -> mx.array:
+        """Moshi's dep_q audio tokens (1, dep_q) for temporal output `h` and text token."""
+        keys = mx.random.split(key, self.model.cfg.dep_q)
+        return self.model.depformer(
+            h, text, lambda k, logits: self.audio_sampler(logits, keys[k])
+        )
