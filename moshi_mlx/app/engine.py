@@ -38,6 +38,9 @@ class StepResult:
     pcm: (
         np.ndarray
     )  # (frame_size,) float32: Moshi's audio (silence while the delays fill)
+    # (K,) int32: every Mimi code of the heard frame; K >= Moshi's 8 when a user
+    # transcriber reads more codebooks from the same encode
+    user_codes: np.ndarray | None = None
 
 
 class MoshiEngine:
@@ -51,6 +54,7 @@ class MoshiEngine:
         sample_rate: int,
         frame_size: int,
         context_steps: int,
+        lm_codebooks: int | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.frame_size = frame_size
@@ -58,6 +62,7 @@ class MoshiEngine:
         self._stream = stream
         self._gen = gen
         self._piece = piece
+        self._lm_codebooks = lm_codebooks  # Moshi reads the first ones (None: all)
         self._silence = np.zeros(frame_size, np.float32)
         self.reset()
 
@@ -87,7 +92,7 @@ class MoshiEngine:
             self._gen.reset()
             self._reset_pending = False
         codes = self._stream.encode(mx.array(pcm, dtype=mx.float32)[None])  # (1, K)
-        out = self._gen.step(codes.reshape(-1))
+        out = self._gen.step(codes[0, : self._lm_codebooks])
         if out.audio_codes is None:
             mx.eval(out.text)
             audio_codes, moshi_pcm = None, self._silence
@@ -99,11 +104,22 @@ class MoshiEngine:
         step = self.steps
         self.steps += 1
         token = out.text_token
-        return StepResult(step, token, self._piece(token), audio_codes, moshi_pcm)
+        user_codes = np.array(codes[0], dtype=np.int32)
+        return StepResult(
+            step, token, self._piece(token), audio_codes, moshi_pcm, user_codes
+        )
 
 
-def load_engine(checkpoint: Checkpoint, sampling: SamplingSettings) -> MoshiEngine:
-    """Load Mimi, the LM and the tokenizer named by `checkpoint`."""
+def load_engine(
+    checkpoint: Checkpoint,
+    sampling: SamplingSettings,
+    mimi_codebooks: int | None = None,
+) -> MoshiEngine:
+    """Load Mimi, the LM and the tokenizer named by `checkpoint`.
+
+    `mimi_codebooks`: encode this many codebooks of each mic frame when it is more
+    than Moshi reads (for a user transcriber); Moshi still reads its own first ones.
+    """
     from ..lm import LmConfig, LmGen, Sampler, load_lm
     from ..lm.loading import quantization_of
     from ..mimi import MimiConfig, MimiStream, load_mimi
@@ -120,7 +136,7 @@ def load_engine(checkpoint: Checkpoint, sampling: SamplingSettings) -> MoshiEngi
     mimi = load_mimi(
         checkpoint.mimi_weight,
         config=mimi_config,
-        num_codebooks=lm_config.user_codebooks,
+        num_codebooks=max(lm_config.user_codebooks, mimi_codebooks or 0),
     )
     quant = checkpoint.quantization
     model = load_lm(
@@ -151,4 +167,5 @@ def load_engine(checkpoint: Checkpoint, sampling: SamplingSettings) -> MoshiEngi
         mimi.config.sample_rate,
         mimi.frame_size,
         lm_config.context,
+        lm_codebooks=lm_config.user_codebooks,
     )

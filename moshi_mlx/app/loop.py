@@ -39,6 +39,12 @@ class FrameSource(Protocol):
     def write_frame(self, pcm: np.ndarray) -> None: ...
 
 
+class CodesListener(Protocol):
+    """Takes the Mimi codes of each heard frame without blocking (a user transcriber)."""
+
+    def submit(self, step: int, codes: np.ndarray) -> None: ...
+
+
 class FrameModel(Protocol):
     """What the loop runs on each frame (moshi_mlx.app.engine.MoshiEngine)."""
 
@@ -82,10 +88,12 @@ class FrameLoop:
         audio: FrameSource,
         mic_filter: MicFilter | None = None,
         max_backlog: int = MAX_BACKLOG_FRAMES,
+        user_transcriber: CodesListener | None = None,
     ) -> None:
         self.model = model
         self.audio = audio
         self.mic_filter = mic_filter
+        self.user_transcriber = user_transcriber  # gets the codes of Moshi's own encode
         self.max_backlog = max_backlog
         self.events: queue.SimpleQueue[LoopEvent] = queue.SimpleQueue()
         self.dropped_frames = 0
@@ -134,6 +142,8 @@ class FrameLoop:
         result = self.model.step(mic)
         step_ms = (time.perf_counter() - start) * 1000
         self.audio.write_frame(result.pcm)
+        if self.user_transcriber is not None and result.user_codes is not None:
+            self.user_transcriber.submit(result.step, result.user_codes)
         self.events.put(
             FrameEvent(
                 step=result.step,
