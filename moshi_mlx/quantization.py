@@ -1,4 +1,4 @@
-"""Affine weight quantization as in MLX's `nn.quantize`, read from and written to weight dicts.
+"""Affine weight quantization as in MLX nn.quantize, for weight dicts and models.
 
 A layer is quantized when its `.weight` is a packed uint32 matrix next to
 `.scales` and `.biases`; bits and group size are read from the tensor shapes
@@ -21,32 +21,29 @@ QuantSpec = dict[str, tuple[int, int]]  # layer path -> (bits, group_size)
 
 
 class QuantizedLinear(nn.QuantizedLinear):
-    """`nn.QuantizedLinear` whose output keeps the input's dtype, whatever the scales' dtype."""
+    """`nn.QuantizedLinear` whose output keeps the input's dtype (scales may differ)."""
 
     def __call__(self, x: mx.array) -> mx.array:
         return super().__call__(x).astype(x.dtype)
 
 
 def is_quantizable(key: str, value: mx.array) -> bool:
-    """The `nn.quantize` default on our models: every Linear and Embedding weight (2-D), no norms."""
+    """`nn.quantize`'s default here: every Linear / Embedding weight (2-D), no norms."""
     return key.endswith(".weight") and value.ndim == 2 and value.dtype != mx.uint32
 
 
 def quantize_weights(
     weights: dict[str, mx.array], bits: int, group_size: int
 ) -> dict[str, mx.array]:
-    """Quantize every 2-D float `*.weight` (lazily); other tensors pass through unchanged."""
+    """Quantize every 2-D float `*.weight` (lazily); other tensors pass through."""
     check_bits_group(bits, group_size)
     out = {}
     for key, value in weights.items():
         if is_quantizable(key, value) and value.shape[-1] % group_size == 0:
             prefix = key[: -len(".weight")]
             w, scales, biases = mx.quantize(value, group_size=group_size, bits=bits)
-            out[key], out[f"{prefix}.scales"], out[f"{prefix}.biases"] = (
-                w,
-                scales,
-                biases,
-            )
+            out[key] = w
+            out[f"{prefix}.scales"], out[f"{prefix}.biases"] = scales, biases
         else:
             out[key] = value
     return out
@@ -65,7 +62,7 @@ def infer_quantization(
     float_shapes: dict[str, tuple[int, ...]],
     source: str | Path,
 ) -> QuantSpec:
-    """Find the quantized layers of a weight dict and their (bits, group) from tensor shapes.
+    """Find the quantized layers of a weight dict and their (bits, group) from shapes.
 
     `float_shapes` are the model's unquantized parameter shapes, which give each
     layer's input width.
@@ -84,7 +81,8 @@ def infer_quantization(
             or len(shape) != 2
         ):
             raise WeightsError(
-                f"{source}: {key} does not belong to a quantizable layer with weight and biases"
+                f"{source}: {key} does not belong to a quantizable layer "
+                "with weight and biases"
             )
         in_dims = shape[1]
         bits, bits_rest = divmod(32 * w.shape[-1], in_dims)
@@ -97,14 +95,15 @@ def infer_quantization(
         ):
             raise WeightsError(
                 f"{source}: {prefix} is not a valid quantized layer (weight "
-                f"{w.dtype} {tuple(w.shape)}, scales {tuple(scales.shape)}, input width {in_dims})"
+                f"{w.dtype} {tuple(w.shape)}, scales {tuple(scales.shape)}, "
+                f"input width {in_dims})"
             )
         spec[prefix] = (bits, group)
     return spec
 
 
 def describe(spec: QuantSpec) -> str:
-    """'8 bits, group 64' (or the distinct settings of a mixed file; 'not quantized')."""
+    """'8 bits, group 64' (each setting of a mixed file), or 'not quantized'."""
     kinds = sorted(set(spec.values()))
     if not kinds:
         return "not quantized"
@@ -112,7 +111,7 @@ def describe(spec: QuantSpec) -> str:
 
 
 def quantize_layers(model: nn.Module, spec: QuantSpec) -> None:
-    """Replace the Linear / Embedding modules named in `spec` by quantized ones (in place).
+    """Replace the Linear / Embedding modules named in `spec` by quantized ones.
 
     The new modules' initial values are lazy and never computed: load weights next.
     """
@@ -124,11 +123,10 @@ def quantize_layers(model: nn.Module, spec: QuantSpec) -> None:
         rows, cols = module.weight.shape
         if isinstance(module, nn.Linear):
             return QuantizedLinear(cols, rows, bias=False, group_size=group, bits=bits)
-        if isinstance(module, nn.Embedding):
-            return nn.QuantizedEmbedding(rows, cols, group_size=group, bits=bits)
-        raise WeightsError(f"{path} cannot be quantized ({type(module).__name__})")
+        return nn.QuantizedEmbedding(rows, cols, group_size=group, bits=bits)
 
-    leaves = tree_map_with_path(swap, model.leaf_modules(), is_leaf=nn.Module.is_module)
+    leaves = model.leaf_modules()
+    leaves = tree_map_with_path(swap, leaves, is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
 
 
@@ -145,7 +143,7 @@ def scales_dtype_for(dtype: mx.Dtype) -> mx.Dtype:
 
 
 def cast_parameters(model: nn.Module, dtype: mx.Dtype) -> None:
-    """Cast float parameters to `dtype` and scales/biases to `scales_dtype_for(dtype)`."""
+    """Cast float parameters to `dtype`, scales/biases to `scales_dtype_for(dtype)`."""
     scales_dtype = scales_dtype_for(dtype)
 
     def cast(path: str, value: mx.array) -> mx.array:

@@ -1,4 +1,4 @@
-"""Text tokens to display text: SentencePiece pieces, and streamed pieces grouped into words."""
+"""Text tokens for display: SentencePiece pieces, streamed tokens grouped into words."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Tokenizer:
         return self._sp.GetPieceSize()
 
     def is_text(self, token: int) -> bool:
-        """False for padding ids, control pieces (<s>, </s>) and ids outside the vocabulary."""
+        """False for padding, control pieces (<s>, </s>) and out-of-vocabulary ids."""
         if token in self.padding_ids or not 0 <= token < len(self):
             return False
         return not (self._sp.IsControl(token) or self._sp.IsUnknown(token))

@@ -1,4 +1,4 @@
-"""Moshi LM: config, loading (bf16 / q8 / q4 / PyTorch naming) and parity with the golden runs."""
+"""Moshi LM: config, loading (bf16, q8, q4, PyTorch naming), parity with the goldens."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_float32_parity(cfg, lm_fixtures, weights, golden):
 
 
 def test_context_window_parity(cfg, lm_fixtures):
-    """ref.ctx10: context 10 = the current position plus the 10 before (first differs at step 11)."""
+    """ref.ctx10: context 10 = the current position plus the 10 before it."""
     model = load_lm(
         lm_fixtures / "model.safetensors",
         dataclasses.replace(cfg, context=10),
@@ -148,7 +148,7 @@ def test_context_window_parity(cfg, lm_fixtures):
 
 @pytest.mark.parametrize("weights,golden", VARIANTS)
 def test_bf16_teacher_forced_logits(cfg, lm_fixtures, weights, golden):
-    """bf16 compute is not token-exact; its logits stay within the README's bf16 deviations."""
+    """bf16 compute is not token-exact; logits stay within the README's bf16 bounds."""
     summary = json.loads((lm_fixtures / "ref_summary.json").read_text())["variants"]
     bound = summary[f"{golden}.safetensors"]
     model = load_lm(lm_fixtures / weights, cfg)  # bfloat16 by default
@@ -185,7 +185,7 @@ def test_pytorch_checkpoint_converts_exactly(cfg, lm_fixtures):
 def test_quantize_on_load_matches_published_files(
     cfg, lm_fixtures, bits, group, published
 ):
-    """Quantizing the bf16 file on load gives the published quantized tensors bit for bit."""
+    """Quantizing the bf16 file on load gives the published tensors bit for bit."""
     ours = load_lm(
         lm_fixtures / "model.safetensors", cfg, mx.bfloat16, quantize=(bits, group)
     )
@@ -219,7 +219,8 @@ def test_weight_file_mismatches_name_the_file(cfg, lm_fixtures, tmp_path):
     mx.save_safetensors(str(broken), weights)
     with pytest.raises(
         WeightsError,
-        match=r"broken.safetensors: .*missing keys: text_linear.weight.*unexpected keys: extra.weight",
+        match=r"broken.safetensors: .*missing keys: text_linear.weight.*"
+        r"unexpected keys: extra.weight",
     ):
         load_lm(broken, cfg)
     with pytest.raises(
@@ -233,7 +234,7 @@ def test_weight_file_mismatches_name_the_file(cfg, lm_fixtures, tmp_path):
 def windowed_reference(
     model, text_in: np.ndarray, audio_in: np.ndarray, context: int
 ) -> np.ndarray:
-    """Whole-sequence temporal pass where position p attends to positions p - context .. p."""
+    """Whole-sequence temporal pass: position p attends to p - context .. p."""
     x = model.text_emb(mx.array(text_in))
     for k, table in enumerate(model.audio_embs):
         x = x + table(mx.array(audio_in[:, k]))
@@ -261,7 +262,7 @@ def windowed_reference(
 
 
 def test_long_conversation_ring_cache(cfg, lm_fixtures):
-    """3.5x the context: bounded cache, and every step equals an explicit-window computation."""
+    """3.5x the context: bounded cache, each step equal to an explicit window."""
     context, steps = 10, 35
     model = load_lm(
         lm_fixtures / "model.safetensors",
@@ -291,3 +292,21 @@ def test_long_conversation_ring_cache(cfg, lm_fixtures):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     text = np.argmax(np.array(model.text_logits(mx.array(want))), axis=-1)
     np.testing.assert_array_equal(text, run["text_tokens"])
+
+
+def test_truncated_file_is_a_weights_error(cfg, lm_fixtures, tmp_path):
+    data = (lm_fixtures / "model.safetensors").read_bytes()
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated.safetensors: not a readable"):
+        load_lm(path, cfg)
+
+
+def test_load_reports_progress(cfg, lm_fixtures):
+    seen = []
+    load_lm(
+        lm_fixtures / "model.q4.safetensors",
+        cfg,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen[0] == (1, 379) and seen[-1] == (379, 379)

@@ -1,4 +1,4 @@
-"""STT models (model_type "stt", dep_q 0): text only, all audio streams from the user side."""
+"""STT models (model_type "stt", dep_q 0): text only, every audio stream is input."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def test_stt_float32_parity(cfg, stt_fixtures, weights, golden):
 
 
 def test_extra_heads_are_ignored(cfg, stt_fixtures, tmp_path):
-    """Official STT files may carry `extra_heads.*` (VAD heads); they are not used here."""
+    """Official STT files may carry `extra_heads.*` (VAD heads); they are not used."""
     weights = load_safetensors(stt_fixtures / "model.safetensors")
     weights["extra_heads.0.weight"] = mx.zeros((6, 256), mx.bfloat16)
     path = tmp_path / "with_heads.safetensors"

@@ -1,4 +1,4 @@
-"""Quantization: inferred from tensors, `quantize` / `convert` commands, clear errors."""
+"""Quantization read from tensors, the `quantize` / `convert` commands, errors."""
 
 from __future__ import annotations
 

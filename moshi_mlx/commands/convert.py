@@ -1,4 +1,4 @@
-"""`python cli.py convert IN OUT`: rename Kyutai's PyTorch Moshi checkpoint to the MLX layout."""
+"""`python cli.py convert IN OUT`: rename a PyTorch Moshi LM checkpoint to MLX names."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ def register(subparsers) -> None:
         "convert",
         help="convert a PyTorch-named Moshi LM checkpoint to MLX naming",
         description=__doc__
-        + " The input is e.g. kyutai/moshiko-pytorch-bf16 model.safetensors; the output "
-        "loads like kyutai/moshiko-mlx-bf16 model.safetensors (same dtype, no quantization).",
+        + " The input is e.g. kyutai/moshiko-pytorch-bf16 model.safetensors; the "
+        "output loads like kyutai/moshiko-mlx-bf16 model.safetensors (same dtype).",
     )
     parser.add_argument("input", type=Path, help="PyTorch-named .safetensors")
     parser.add_argument("output", type=Path, help="MLX-named .safetensors to write")

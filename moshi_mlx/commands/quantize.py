@@ -1,4 +1,4 @@
-"""`python cli.py quantize IN OUT --bits B --group-size G`: quantize a bf16 Moshi LM file."""
+"""`python cli.py quantize IN OUT --bits B --group-size G`: quantize a bf16 LM file."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ def register(subparsers) -> None:
         help="quantize a bf16 Moshi LM checkpoint (q8: --bits 8 --group-size 64, "
         "q4: --bits 4 --group-size 32)",
         description=__doc__
-        + " Every Linear and Embedding weight is quantized (affine, as MLX nn.quantize and "
-        "Kyutai's published q4/q8 files); norms stay as they are. PyTorch-named input is "
+        + " Every Linear and Embedding weight is quantized (affine, as MLX nn.quantize "
+        "and Kyutai's published q4/q8 files); norms stay as they are. PyTorch-named "
+        "input is "
         "converted first.",
     )
     parser.add_argument(
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
             lambda done, total: progress.update(task, completed=done, total=total),
         )
     print(
-        f"wrote {args.output} ({count} tensors, {args.bits} bits, group {args.group_size})"
+        f"wrote {args.output} ({count} tensors, "
+        f"{args.bits} bits, group {args.group_size})"
     )
     return 0

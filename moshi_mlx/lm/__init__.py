@@ -1,4 +1,4 @@
-"""Moshi's language model (RQ-Transformer): config, model, loading, streaming generation."""
+"""Moshi's language model (RQ-Transformer): config, model, loading, generation."""
 
 from .config import LmConfig, SttConfig
 from .generate import FrameOut, LmGen

@@ -32,7 +32,7 @@ _UNSUPPORTED = {
 
 
 def gated_hidden(dim: int, dim_feedforward: int) -> int:
-    """Hidden width of the SiLU-gated FFN (the MLX rule, which Kyutai's MLX files follow)."""
+    """Hidden width of the SiLU-gated FFN (the MLX rule, as in Kyutai's MLX files)."""
     if dim_feedforward == 4 * dim:
         return 11 * dim // 4
     return 2 * dim_feedforward // 3
@@ -40,7 +40,7 @@ def gated_hidden(dim: int, dim_feedforward: int) -> int:
 
 @dataclass(frozen=True)
 class SttConfig:
-    """Speech-to-text timing: the text stream lags the audio by `audio_delay_seconds`."""
+    """Speech-to-text timing: the text lags the audio by `audio_delay_seconds`."""
 
     audio_delay_seconds: float
     audio_silence_prefix_seconds: float = 0.0
@@ -78,7 +78,8 @@ class LmConfig:
     def __post_init__(self):
         if len(self.delays) != self.n_q + 1:
             raise ConfigError(
-                f"'delays' has {len(self.delays)} entries; expected n_q + 1 = {self.n_q + 1}"
+                f"'delays' has {len(self.delays)} entries; "
+                f"expected n_q + 1 = {self.n_q + 1}"
             )
         if not 0 <= self.dep_q <= self.n_q:
             raise ConfigError(
@@ -104,7 +105,8 @@ class LmConfig:
         for key, allowed in _UNSUPPORTED.items():
             if data.get(key, allowed[0]) not in allowed:
                 raise ConfigError(
-                    f"{source}: {key}={data[key]!r} is not supported (expected {allowed[0]!r})"
+                    f"{source}: {key}={data[key]!r} is not supported "
+                    f"(expected {allowed[0]!r})"
                 )
         missing = [
             k
@@ -113,8 +115,9 @@ class LmConfig:
         ]
         if missing:
             raise ConfigError(
-                f"{source}: no {', '.join(repr(k) for k in missing)} key; it lacks the model "
-                "architecture (use the config.json of the Hugging Face model repository)"
+                f"{source}: no {', '.join(repr(k) for k in missing)} key; it lacks the "
+                "model architecture (use the config.json of the Hugging Face model "
+                "repository)"
             )
         stt = data.get("stt_config")
         try:

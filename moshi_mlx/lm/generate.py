@@ -116,7 +116,7 @@ class LmGen:
         self._user = mx.full((1, span, cfg.user_codebooks), cfg.card, mx.int32)
 
     def step(self, user_codes: mx.array) -> FrameOut:
-        """Advance one frame with the user's codes of this frame ((U,) or (1, U) int32)."""
+        """Advance one frame given the user's codes of the frame, (U,) or (1, U)."""
         cfg, t = self.model.cfg, self.step_count
         user_codes = mx.array(user_codes).astype(mx.int32).reshape(1, -1)
         if user_codes.shape[1] != cfg.user_codebooks:
@@ -156,7 +156,7 @@ class LmGen:
         return FrameOut(text, frame)
 
     def _depformer_frame(self, h: mx.array, text: mx.array, key: mx.array) -> mx.array:
-        """Moshi's dep_q audio tokens (1, dep_q) for temporal output `h` and text token."""
+        """Moshi's audio tokens (1, dep_q) from temporal output `h` and the text."""
         keys = mx.random.split(key, self.model.cfg.dep_q)
         return self.model.depformer(
             h, text, lambda k, logits: self.audio_sampler(logits, keys[k])

@@ -1,4 +1,4 @@
-"""LM checkpoints: Kyutai's PyTorch naming to MLX naming, and loading (quantized or not)."""
+"""LM checkpoints: PyTorch to MLX naming, loading (quantized or not), writing."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def is_pytorch_naming(weights: dict[str, mx.array]) -> bool:
 def pytorch_to_mlx(
     weights: dict[str, mx.array], source: str | Path = "weights"
 ) -> dict[str, mx.array]:
-    """Rename a PyTorch-named Moshi checkpoint to the MLX layout (a pure dict -> dict map).
+    """Rename a PyTorch-named Moshi checkpoint to the MLX layout (pure dict -> dict).
 
     The stacked per-step depformer attention weights are split into one slice per
     codebook and the shared depformer norms are copied into every slice.
@@ -92,6 +92,7 @@ def load_lm(
     config: LmConfig | None = None,
     dtype: mx.Dtype = mx.bfloat16,
     quantize: tuple[int, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Lm:
     """Build the LM of `config` (default Moshi 7B) and load a checkpoint into it.
 
@@ -99,6 +100,8 @@ def load_lm(
     read from the tensor shapes. `quantize=(bits, group)` quantizes a float file
     on load; for an already-quantized file it must match the file (WeightsError
     otherwise). `dtype` is the compute dtype, independent of quantization.
+    Tensors are read one at a time (bounded extra memory); `progress(done, total)`
+    is called after each.
     """
     config = config or LmConfig.moshi_7b()
     weights = load_safetensors(weight_path)
@@ -121,13 +124,21 @@ def load_lm(
             spec = infer_quantization(weights, float_shapes, weight_path)
     quantize_layers(model, spec)
     load_strict(model, weights, weight_path)
+    del (
+        weights
+    )  # the model now holds the only references: each source is freed once read
     cast_parameters(model, dtype)
+    params = tree_flatten(model.parameters())
+    for done, (_, value) in enumerate(params, start=1):
+        mx.eval(value)
+        if progress:
+            progress(done, len(params))
     model.eval()
     return model
 
 
 def quantization_of(model: Lm) -> str:
-    """Human-readable quantization of a loaded model ('8 bits, group 64' / 'not quantized')."""
+    """Quantization of a loaded model: '8 bits, group 64' or 'not quantized'."""
     spec = {
         path: (m.bits, m.group_size)
         for path, m in model.named_modules()
@@ -162,11 +173,12 @@ def save_weights(
 def convert_file(
     src: str | Path, dst: str | Path, progress: Callable[[int, int], None] | None = None
 ) -> int:
-    """Convert a PyTorch-named Moshi checkpoint to the MLX layout; returns the tensor count."""
+    """Convert a PyTorch-named checkpoint to MLX naming; returns the tensor count."""
     weights = load_safetensors(src)
     if not is_pytorch_naming(weights):
         raise WeightsError(
-            f"{src} is not a PyTorch-named Moshi checkpoint (no out_norm.alpha / emb.0.weight); "
+            f"{src} is not a PyTorch-named Moshi checkpoint "
+            "(no out_norm.alpha / emb.0.weight); "
             "MLX-named files load as they are"
         )
     converted = pytorch_to_mlx(weights, src)
@@ -182,7 +194,7 @@ def quantize_file(
     group_size: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Quantize a float checkpoint (either naming) like `nn.quantize`; returns the tensor count."""
+    """Quantize a float checkpoint (either naming); returns the tensor count."""
     check_bits_group(bits, group_size)
     weights = load_safetensors(src)
     if any(k.endswith(".scales") for k in weights):

@@ -1,4 +1,4 @@
-"""Moshi's RQ-Transformer: the temporal transformer over frames and the depformer over codebooks.
+"""Moshi's RQ-Transformer: temporal transformer over frames, depformer over codebooks.
 
 Modules hold parameters only; streaming state (KV caches) is created by
 `Lm.make_cache` and passed in. Parameter names follow Kyutai's MLX checkpoints.
@@ -18,7 +18,7 @@ RMS_EPS = 1e-8
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with eps 1e-8; mx.fast.rms_norm accumulates in float32 for any input dtype."""
+    """RMSNorm, eps 1e-8 (mx.fast.rms_norm accumulates in float32 for any dtype)."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -94,7 +94,7 @@ def embed(table: nn.Module, tokens: mx.array, dtype: mx.Dtype) -> mx.array:
 
 
 class DepformerSlice(nn.Module):
-    """Weights of depformer step k: input projection, token embedding, transformer, head."""
+    """Depformer step k: input projection, token embedding, transformer, head."""
 
     def __init__(self, cfg: LmConfig, in_vocab: int):
         super().__init__()
@@ -127,7 +127,7 @@ class Depformer(nn.Module):
         text_token: mx.array,
         choose: Callable[[int, mx.array], mx.array],
     ) -> mx.array:
-        """Run the slices on `h` (B, D); `choose(k, logits (B, card))` picks token k (B,).
+        """Run the slices on `h` (B, D); `choose(k, logits (B, card))` picks token k.
 
         Slice 0 embeds the text token, slice k the token chosen at slice k - 1. The
         KV cache is shared by the slices (slice k attends to positions 0..k) and
@@ -172,7 +172,7 @@ class Lm(nn.Module):
     def temporal(
         self, text: mx.array, audio: mx.array, cache: list[KVCache]
     ) -> mx.array:
-        """One frame: text (B,) and audio (B, n_q) input ids -> out_norm output (B, D)."""
+        """One frame: text (B,) and audio (B, n_q) ids -> out_norm output (B, D)."""
         dtype = self.dtype
         x = embed(self.text_emb, text, dtype)
         for k, table in enumerate(self.audio_embs):
@@ -185,7 +185,7 @@ class Lm(nn.Module):
         return self.text_linear(h).astype(mx.float32)
 
     def depformer_logits(self, h: mx.array, tokens: mx.array) -> mx.array:
-        """Teacher-forced depformer: tokens (B, dep_q) = [text, audio 0..dep_q-2] inputs.
+        """Teacher-forced depformer on inputs (B, dep_q) = [text, audio 0..dep_q-2].
 
         Returns the logits of every slice (B, dep_q, card) in float32.
         """
@@ -193,9 +193,8 @@ class Lm(nn.Module):
 
         def force(k: int, slice_logits: mx.array) -> mx.array:
             logits.append(slice_logits.astype(mx.float32))
-            return tokens[
-                :, (k + 1) % tokens.shape[1]
-            ]  # the last slice's pick is unused
+            nxt = (k + 1) % tokens.shape[1]  # the last slice's pick is not used
+            return tokens[:, nxt]
 
         self.depformer(h, tokens[:, 0], force)
         return mx.stack(logits, axis=1)

@@ -30,7 +30,7 @@ class Sampler:
         return self.temp == 0
 
     def __call__(self, logits: mx.array, key: mx.array) -> mx.array:
-        """Pick one token per row of `logits` (B, V) -> (B,) int32, with random `key`."""
+        """One token per row of `logits` (B, V) -> (B,) int32, drawn with `key`."""
         if self.greedy:
             return mx.argmax(logits, axis=-1).astype(mx.int32)
         logits = logits.astype(mx.float32) * (1.0 / self.temp)
