@@ -40,7 +40,7 @@ class FrameSource(Protocol):
 
 
 class CodesListener(Protocol):
-    """Takes the Mimi codes of each heard frame without blocking (a user transcriber)."""
+    """Takes the Mimi codes of each heard frame, never blocking (a user transcriber)."""
 
     def submit(self, step: int, codes: np.ndarray) -> None: ...
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from ..app.transcript import LINE_PAUSE_S, format_time
+from ..app.transcript import Word, speech_lines
 from ..lm import Lm, LmGen, Sampler, SttConfig
 from ..text import Tokenizer, WordAssembler
 
@@ -36,15 +36,7 @@ class TimedWord:
 
 def word_lines(words: list[TimedWord]) -> list[str]:
     """One '[mm:ss.ss] words…' line per stretch of speech (a new line after a long pause)."""
-    lines: list[str] = []
-    previous: TimedWord | None = None
-    for word in words:
-        if previous is None or word.time - previous.time > LINE_PAUSE_S:
-            lines.append(f"[{format_time(word.time)}] {word.text}")
-        else:
-            lines[-1] += f" {word.text}"
-        previous = word
-    return lines
+    return [line for _, line in speech_lines([Word(w.time, w.text, w.time) for w in words])]
 
 
 @dataclass(frozen=True)
