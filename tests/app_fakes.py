@@ -61,6 +61,7 @@ class FakeDuplex:
         self.played = [np.full(FRAME, -1.0, np.float32) for _ in self.mic]
         self.written: list[np.ndarray] = []
         self.dropped = 0
+        self.active = True  # False: the stream died (device unplugged)
 
     def push(self, frame: np.ndarray) -> None:
         with self._lock:
@@ -95,6 +96,7 @@ class FakeDuplex:
 
     def stats(self) -> dict:
         return {
+            "active": self.active,
             "sample_rate": RATE,
             "input_latency_s": 0.16,
             "output_latency_s": 0.24,

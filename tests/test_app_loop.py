@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from rich.console import Console
 from moshi_mlx.app.chat import converse
 from moshi_mlx.app.loop import FrameEvent, FrameLoop, LoopStopped
 from moshi_mlx.app.recorder import JSON_NAME, WAV_NAME, Recorder
-from moshi_mlx.errors import MoshiError
+from moshi_mlx.errors import AudioError, MoshiError
 
 
 def events_of(loop: FrameLoop) -> list:
@@ -161,3 +162,30 @@ def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
         sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
     )  # every frame saved
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_lost_device_stops_with_one_line_and_keeps_the_recording(tmp_path):
+    audio = FakeDuplex()
+    stop_feeding = threading.Event()
+    feeder = threading.Thread(
+        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
+    )
+    feeder.start()
+    threading.Timer(0.5, setattr, (audio, "active", False)).start()
+    recorder = Recorder(tmp_path, 24000, FRAME)
+    try:
+        with pytest.raises(AudioError) as err:
+            converse(
+                ScriptedEngine(),
+                audio,
+                recorder,
+                ui=False,
+                console=Console(file=io.StringIO()),
+            )
+    finally:
+        stop_feeding.set()
+        feeder.join()
+    message = str(err.value)
+    assert message.startswith("the audio stream stopped after 00:00.")
+    assert "disconnected" in message and f"recording saved in {tmp_path}" in message
+    assert sf.info(str(tmp_path / WAV_NAME)).frames == len(audio.written) * FRAME

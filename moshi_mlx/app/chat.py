@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.live import Live
 
 from ..checkpoints import WeightRequest, resolve_checkpoint
-from ..errors import MoshiError
+from ..errors import AudioError, MoshiError
 from .engine import MoshiEngine, SamplingSettings, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
 from .recorder import Recorder
+from .transcript import format_time
 from .ui import (
     ECHO_HINT,
     HEADPHONES_HINT,
@@ -165,38 +166,43 @@ def converse(
         display = _live(ChatView(state), audio, console)
     else:
         display = _plain(plain, audio, console)
+    stream_lost = False
     try:
         with stop_on_signals(stop), KeyReader() as keys, display as refresh:
             loop.start()
             while not stop.is_set() and stopped is None:
                 stopped = _drain(loop, on_frame, REFRESH_S)
-                refresh()
-                if "q" in keys.pressed().lower():
+                stats = audio.stats()
+                refresh(stats)
+                stream_lost = not stats.get("active", True)
+                if stream_lost or "q" in keys.pressed().lower():
                     stop.set()
             loop.stop(STOP_TIMEOUT_S)
             if stopped is None:  # take in the frames still queued
                 stopped = _drain(loop, on_frame, STOP_TIMEOUT_S, until_stopped=True)
-            refresh()
+            refresh(audio.stats())
     finally:
         loop.stop(STOP_TIMEOUT_S)
         if recorder is not None:
             recorder.close()
-    _report(state, recorder, stopped, console)
+    _report(state, recorder, stopped, console, stream_lost)
 
 
 @contextmanager
-def _live(view: ChatView, audio, console: Console) -> Iterator[Callable[[], None]]:
-    """The rich live screen; yields its refresh function."""
+def _live(view: ChatView, audio, console: Console) -> Iterator[Callable[[dict], None]]:
+    """The rich live screen; yields its refresh function (taking the audio stats)."""
     with Live(view.render(audio.stats()), console=console, auto_refresh=False) as live:
-        yield lambda: live.update(view.render(audio.stats()), refresh=True)
+        yield lambda stats: live.update(view.render(stats), refresh=True)
 
 
 @contextmanager
-def _plain(view: PlainView, audio, console: Console) -> Iterator[Callable[[], None]]:
+def _plain(
+    view: PlainView, audio, console: Console
+) -> Iterator[Callable[[dict], None]]:
     """Plain log lines; yields the function printing the periodic status line."""
     _print_plain(console, f"listening ({QUIT_HINT})")
     try:
-        yield lambda: view.tick(audio.stats())
+        yield view.tick
     finally:
         view.close(audio.stats())
 
@@ -229,18 +235,25 @@ def _report(
     recorder: Recorder | None,
     stopped: LoopStopped | None,
     console: Console,
+    stream_lost: bool = False,
 ) -> None:
-    """Say where the recording is; raise for a worker crash or a recording error."""
+    """Say where the recording is; raise on a model crash, lost device or disk error."""
+    crashed = stopped is not None and stopped.error is not None
     saved = ""
     if recorder is not None:
         seconds = recorder.seconds_saved
         saved = f"recording saved in {recorder.directory} ({seconds:.1f} s)"
-        if recorder.error is None and (stopped is None or stopped.error is None):
+        if recorder.error is None and not crashed and not stream_lost:
             _print_plain(console, saved)
-    if stopped is not None and stopped.error is not None:
-        suffix = f"; {saved}" if saved else ""
+    suffix = f"; {saved}" if saved else ""
+    if crashed:
         raise MoshiError(
             f"the model stopped after {state.steps} frames: {stopped.error}{suffix}"
+        )
+    if stream_lost:
+        raise AudioError(
+            f"the audio stream stopped after {format_time(state.elapsed)}: a device "
+            f"was disconnected or failed (see `python cli.py devices`){suffix}"
         )
     if recorder is not None and recorder.error is not None:
         raise MoshiError(recorder.error)
