@@ -189,3 +189,24 @@ def test_lost_device_stops_with_one_line_and_keeps_the_recording(tmp_path):
     assert message.startswith("the audio stream stopped after 00:00.")
     assert "disconnected" in message and f"recording saved in {tmp_path}" in message
     assert sf.info(str(tmp_path / WAV_NAME)).frames == len(audio.written) * FRAME
+
+
+def test_live_screen_runs_until_sigint():
+    audio = FakeDuplex()
+    stop_feeding = threading.Event()
+    feeder = threading.Thread(
+        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
+    )
+    feeder.start()
+    threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT)).start()
+    screen = io.StringIO()
+    console = Console(file=screen, width=100, force_terminal=True, color_system=None)
+    try:
+        converse(ScriptedEngine(), audio, None, ui=True, console=console)
+    finally:
+        stop_feeding.set()
+        feeder.join()
+    text = screen.getvalue()
+    assert "[00:00.00] Hello, how are you?" in text
+    assert "real-time factor" in text and "q or Ctrl-C to quit" in text
+    assert "\x1b[?25h" in text[-20:]  # the cursor is shown again at the end
