@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .loop import FrameEvent
-from .transcript import LINE_PAUSE_S, Transcript, format_time
+from .transcript import LINE_PAUSE_S, Transcript, Word, format_time, speech_lines
 
 HEADPHONES_HINT = (
     "Use headphones: echo cancellation is off (--aec off), so through speakers Moshi "
@@ -75,6 +75,9 @@ class ChatState:
         self._start = clock()
         # the EchoCanceller cleaning the mic (moshi_mlx.audio.echo), if any
         self.echo = None
+        # the LiveTranscriber writing the user's words (moshi_mlx.stt.live), if any
+        self.stt = None
+        self.user_words: list[Word] = []
 
     def on_frame(self, event: FrameEvent) -> None:
         """Take in one processed frame."""
@@ -87,6 +90,10 @@ class ChatState:
         self.transcript.add(event.step, event.text_token, event.text, None)
         if event.text:
             self.last_text_time = event.time
+
+    def add_user_words(self, words) -> None:
+        """Take in the user's new words (.time in conversation seconds, .text)."""
+        self.user_words += [Word(w.time, w.text, w.time) for w in words]
 
     @property
     def speaking(self) -> bool:
@@ -156,6 +163,11 @@ class ChatState:
                 f"{overflows} samples",
             ),
             ("echo cancellation", echo_status(self.echo)),
+            *(
+                [("you (speech-to-text)", stt_status(self.stt, self.frame_seconds))]
+                if self.stt is not None
+                else []
+            ),
             ("mic level", f"{meter(self.mic_db)} {self.mic_db:5.0f} dB"),
             ("moshi level", f"{meter(self.moshi_db)} {self.moshi_db:5.0f} dB"),
             ("elapsed", format_time(self.elapsed)),
@@ -179,6 +191,26 @@ def echo_status(echo) -> str:
     return f"on · {removed}{suppress}"
 
 
+def stt_status(stt, frame_seconds: float) -> str:
+    """How the user transcript keeps up: step time, how far behind, what was skipped."""
+    status = stt.status()
+    if status.error is not None:
+        return f"stopped (Moshi goes on): {status.error}"
+    if status.step_ms is None:
+        return f"ready · words come ≈ {stt.delay_seconds:.1f} s after they are said"
+    slow = "  (slower than real time)" if status.step_ms > frame_seconds * 1000 else ""
+    return (
+        f"{status.step_ms:.1f} ms/step{slow} · "
+        f"{status.lag_frames * frame_seconds:.1f} s behind · "
+        f"{status.dropped_frames * frame_seconds:.1f} s skipped"
+    )
+
+
+def tail_text(text: str) -> str:
+    """The end of a transcript that fits on screen."""
+    return "…" + text[-TRANSCRIPT_CHARS:] if len(text) > TRANSCRIPT_CHARS else text
+
+
 class ChatView:
     """The rich live view: Moshi's transcript, a speaking indicator, a status panel."""
 
@@ -192,13 +224,22 @@ class ChatView:
             indicator = Text("● Moshi is speaking", style="bold green")
         else:
             indicator = Text("○ listening", style="dim")
-        text = state.transcript.to_text().rstrip("\n")
-        if len(text) > TRANSCRIPT_CHARS:
-            text = "…" + text[-TRANSCRIPT_CHARS:]
+        text = tail_text(state.transcript.to_text().rstrip("\n"))
         body = Text(text) if text else Text("(Moshi's words appear here)", "dim")
         transcript = Panel(
             body, title="Moshi", subtitle=indicator, subtitle_align="left"
         )
+        if state.stt is not None:  # the user's words beside Moshi's
+            lines = "\n".join(line for _, line in speech_lines(state.user_words))
+            mine = tail_text(lines)
+            you = Panel(
+                Text(mine) if mine else Text("(your words appear here)", "dim"),
+                title="You",
+            )
+            moshi, transcript = transcript, Table.grid(expand=True, padding=(0, 1))
+            transcript.add_column(ratio=1)
+            transcript.add_column(ratio=1)
+            transcript.add_row(you, moshi)
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", justify="right")
         table.add_column()
@@ -211,12 +252,13 @@ class ChatView:
 
 
 class PlainView:
-    """--no-ui: Moshi's finished lines and a periodic status line, as plain text."""
+    """--no-ui: finished transcript lines and a periodic status line, as plain text."""
 
     def __init__(self, state: ChatState, write: Callable[[str], None]) -> None:
         self.state = state
         self.write = write
         self._printed_lines = 0
+        self._printed_user_lines = 0
         self._next_status = STATUS_EVERY_S
 
     def on_frame(self, event: FrameEvent) -> None:
@@ -227,6 +269,21 @@ class PlainView:
         if words and event.time - words[-1].end > LINE_PAUSE_S:
             done = len(lines)
         self._print_lines(lines[:done])
+        self._print_user_lines(event.time)
+
+    def _print_user_lines(self, now: float | None) -> None:
+        """Print the user's lines that can no longer grow (all if `now` is None)."""
+        words, stt = self.state.user_words, self.state.stt
+        lines = [line for _, line in speech_lines(words)]
+        done = len(lines)
+        if now is not None and stt is not None and words:
+            # a word is written about the STT delay (plus its lag) after it is said
+            lag = stt.status().lag_frames * self.state.frame_seconds
+            if now - stt.delay_seconds - lag - words[-1].end <= LINE_PAUSE_S:
+                done -= 1
+        for line in lines[self._printed_user_lines : done]:
+            self.write(f"you {line}")
+        self._printed_user_lines = max(self._printed_user_lines, done)
 
     def _print_lines(self, lines: list[str]) -> None:
         for line in lines[self._printed_lines :]:
@@ -245,7 +302,8 @@ class PlainView:
         return f"status steps {self.state.steps}; {fields}"
 
     def close(self, audio: dict) -> None:
-        """Print the last transcript line and a final status line."""
+        """Print the last transcript lines and a final status line."""
+        self._print_user_lines(None)
         self._print_lines(self.state.transcript.to_text().splitlines())
         self.write(self.status_line(audio))
 

@@ -50,6 +50,11 @@ class LiveTranscriber:
         self._step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
         self._thread = threading.Thread(target=self._run, name="stt-worker", daemon=True)
 
+    @property
+    def delay_seconds(self) -> float:
+        """How long after a word is said the STT writes it (when it keeps up)."""
+        return self.stream.delay_seconds
+
     def start(self) -> LiveTranscriber:
         """Start the worker thread."""
         self._thread.start()
