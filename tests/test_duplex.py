@@ -457,6 +457,10 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
             "no output device named like 'no such speaker'",
         ),
         ({"input_device": "e"}, "input device name 'e' matches several devices"),
+        (
+            {"device_rate": 4_000_000},
+            "input device 1 'default' and output device 1 'default' accept no common",
+        ),
     ],
 )
 def test_real_device_errors_are_one_line(audio_env, kwargs, expected):
