@@ -15,7 +15,9 @@ default microphone is the monitor of sink `app_in` and its default speaker is si
     heard = read_wav(recording.path)
     lag, score = align(reference, heard)             # where it starts, how alike
 
-The devices are shared by every test run on the machine: run audio tests one at a time.
+The devices are shared by every test run on the machine: run audio tests one at a time,
+or give a run its own daemon with PULSE_SERVER unset and VA_DIR=/tmp/some-dir (the
+script's state directory; `VA_DIR=/tmp/some-dir virtual-audio.sh stop` ends it).
 """
 
 from __future__ import annotations
