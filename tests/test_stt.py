@@ -9,10 +9,9 @@ import threading
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+
 from moshi_mlx.errors import ConfigError, WeightsError
-from moshi_mlx.lm import load_lm
 from moshi_mlx.mimi import MimiStream
 from moshi_mlx.stt import (
     SttRequest,
@@ -71,8 +70,12 @@ def mimi(checkpoint):
 
 
 def test_fixture_checkpoint_resolves_beside_its_config(checkpoint):
-    assert checkpoint.weight == STT / "model.safetensors"  # moshi_name, beside the config
-    assert checkpoint.tokenizer == STT / "tokenizer.model"  # tokenizer_name, beside the config
+    assert (
+        checkpoint.weight == STT / "model.safetensors"
+    )  # moshi_name, beside the config
+    assert (
+        checkpoint.tokenizer == STT / "tokenizer.model"
+    )  # tokenizer_name, beside the config
     assert checkpoint.mimi_weight == MIMI / "mimi_small.safetensors"  # override
     without = resolve_stt_checkpoint(fixture_request(mimi_weight=None), with_mimi=False)
     assert without.mimi_weight is None
@@ -90,7 +93,9 @@ def test_our_mimi_gives_the_fixture_codes(mimi, ref):
     stream = MimiStream(mimi)
     frames = ref["pcm_padded"].reshape(-1)[: 39 * 1920].reshape(39, 1920)
     codes = np.stack([np.array(stream.encode(mx.array(f)))[0] for f in frames], axis=1)
-    np.testing.assert_array_equal(codes, ref["codes"][0])  # (16, 39), every codebook exact
+    np.testing.assert_array_equal(
+        codes, ref["codes"][0]
+    )  # (16, 39), every codebook exact
 
 
 @pytest.mark.parametrize("weights,golden", VARIANTS)
@@ -99,7 +104,9 @@ def test_float32_parity_end_to_end_from_pcm(checkpoint, mimi, weights, golden):
 
     (tests/test_lm_stt.py checks logits and transformer outputs from the stored codes.)
     """
-    ref = {k: np.array(v) for k, v in mx.load(str(STT / f"{golden}.safetensors")).items()}
+    ref = {
+        k: np.array(v) for k, v in mx.load(str(STT / f"{golden}.safetensors")).items()
+    }
     audio = {k: np.array(v) for k, v in mx.load(str(STT / "ref.safetensors")).items()}
     model = load_stt(dataclasses.replace(checkpoint, weight=STT / weights))
     assert model.lm.dtype == mx.float32 and model.codebooks == 16
@@ -123,7 +130,9 @@ def test_float32_parity_end_to_end_from_pcm(checkpoint, mimi, weights, golden):
     np.testing.assert_array_equal(np.concatenate(fed_audio), ref["model_input_audio"])
 
 
-def expected_words(tokens: list[int], tokenizer, lead: float, delay: float) -> list[TimedWord]:
+def expected_words(
+    tokens: list[int], tokenizer, lead: float, delay: float
+) -> list[TimedWord]:
     """Words by hand: '▁' starts one, padding ends one; time = t·0.08 − lead − delay."""
     words: list[list] = []
     open_word = False
@@ -137,7 +146,11 @@ def expected_words(tokens: list[int], tokenizer, lead: float, delay: float) -> l
         else:
             words[-1][1] += piece
         open_word = True
-    return [TimedWord(round(max(0.0, t * FRAME_S - lead - delay), 3), w) for t, w in words if w]
+    return [
+        TimedWord(round(max(0.0, t * FRAME_S - lead - delay), 3), w)
+        for t, w in words
+        if w
+    ]
 
 
 def test_file_words_and_times(checkpoint, mimi, ref, summary):
@@ -217,28 +230,36 @@ def test_benchmark_step_runs_one_frame(checkpoint):
 
 
 def test_loading_errors_name_the_file(tmp_path, checkpoint):
-    with pytest.raises(ConfigError, match="not a speech-to-text config .*model_type 'moshi'"):
+    with pytest.raises(
+        ConfigError, match="not a speech-to-text config .*model_type 'moshi'"
+    ):
         read_stt_config(FIXTURES / "lm" / "config.json")
     with pytest.raises(ConfigError, match="lacks the model architecture"):
         read_stt_config(STT / "config_stt_2.6b_en.json")
     data = json.loads((STT / "config.json").read_text())
     bad = tmp_path / "config.json"
     bad.write_text(json.dumps({**data, "text_card": 99}))
-    with pytest.raises(ConfigError, match="tokenizer.model has 100 pieces but .* writes 99"):
+    with pytest.raises(
+        ConfigError, match="tokenizer.model has 100 pieces but .* writes 99"
+    ):
         load_stt(dataclasses.replace(checkpoint, config=bad))
     bad.write_text(json.dumps({**data, "n_q": 32, "delays": [0] * 33}))
     wide = resolve_stt_checkpoint(fixture_request(config=bad, weight=STT / "model.safetensors",
                                                   tokenizer=STT / "tokenizer.model"))  # fmt: skip
     with pytest.raises(ConfigError, match="reads 32 Mimi codebooks but .* has only 16"):
         load_stt_mimi(wide, 32)
-    with pytest.raises(WeightsError, match="--stt-weight .*/nope.safetensors: file not found"):
+    with pytest.raises(
+        WeightsError, match="--stt-weight .*/nope.safetensors: file not found"
+    ):
         resolve_stt_checkpoint(fixture_request(weight=tmp_path / "nope.safetensors"))
     with pytest.raises(ConfigError, match="--dtype int8 is not supported"):
         resolve_stt_checkpoint(fixture_request(dtype="int8"))
 
 
 def test_q4_weights_are_detected_from_the_file(checkpoint):
-    model = load_stt(dataclasses.replace(checkpoint, weight=STT / "model.q4.safetensors"))
+    model = load_stt(
+        dataclasses.replace(checkpoint, weight=STT / "model.q4.safetensors")
+    )
     assert model.lm.text_linear.bits == 4 and model.lm.text_linear.group_size == 32
     stt = SttStream(model.lm, model.tokenizer, FRAME_S)
     assert stt.codebooks == 16 and stt.delay_seconds == 0.48

@@ -3,23 +3,51 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
+import mlx.core as mx
 import numpy as np
+import pytest
 from app_fakes import FakeDuplex
+from conftest import FIXTURES, REPO_ROOT
 from rich.console import Console
+from test_file_mode import GREEDY, tiny_request
+from test_stt import fixture_request
+
+from moshi_mlx.app.chat import converse
+from moshi_mlx.app.engine import load_engine
+from moshi_mlx.app.file_mode import process_frames, split_frames
+from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, Recorder
+from moshi_mlx.checkpoints import resolve_checkpoint
+from moshi_mlx.errors import ConfigError
+from moshi_mlx.mimi import MimiStream
 
 from moshi_mlx.app.loop import FrameEvent
 from moshi_mlx.app.transcript import Transcript
 from moshi_mlx.app.ui import ChatState, ChatView, PlainView
-from moshi_mlx.stt import TimedWord
-from moshi_mlx.stt.live import SttStatus
+from moshi_mlx.stt import (
+    SttStream,
+    TimedWord,
+    load_stt,
+    load_stt_mimi,
+    resolve_stt_checkpoint,
+)
+from moshi_mlx.stt.live import SttStatus, load_chat_stt, user_transcriber
 
 FRAME_S = 0.08
 
 
 def test_transcript_has_user_words_only_when_transcribed():
     transcript = Transcript(0.08)
-    for step, piece in enumerate([" Hi", " there", "", "", "", ""] + [""] * 30 + [" Bye"]):
+    for step, piece in enumerate(
+        [" Hi", " there", "", "", "", ""] + [""] * 30 + [" Bye"]
+    ):
         transcript.add(step, 3 if not piece else 10, piece, None)
     assert "user_words" not in transcript.to_json()
     assert transcript.to_text() == "[00:00.00] Hi there\n[00:02.88] Bye\n"
@@ -82,10 +110,14 @@ def test_chat_screen_shows_the_user_beside_moshi():
     assert "you (speech-to-text)" in text and "words come ≈ 0.5 s after" in text
     state.on_frame(frame_event(0, " Hi"))
     state.add_user_words([TimedWord(0.4, "hello"), TimedWord(0.72, "Moshi")])
-    state.stt = FakeStt(SttStatus(lag_frames=5, dropped_frames=25, step_ms=12.5, error=None))
+    state.stt = FakeStt(
+        SttStatus(lag_frames=5, dropped_frames=25, step_ms=12.5, error=None)
+    )
     text = screen(view)
     you_row = next(line for line in text.splitlines() if "hello" in line)
-    assert "[00:00.40] hello Moshi" in you_row and "[00:00.00] Hi" in you_row  # side by side
+    assert (
+        "[00:00.40] hello Moshi" in you_row and "[00:00.00] Hi" in you_row
+    )  # side by side
     assert you_row.index("hello") < you_row.index("Hi")  # you left, Moshi right
     assert "12.5 ms/step · 0.4 s behind · 2.0 s skipped" in text
     state.stt = FakeStt(SttStatus(0, 0, 95.0, None))
@@ -108,3 +140,115 @@ def test_plain_view_prints_finished_user_lines():
     state.add_user_words([TimedWord(5.0, "bye")])
     view.close(FakeDuplex().stats())
     assert lines[1] == "you [00:05.00] bye" and lines[2].startswith("status steps")
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """1.52 s of espeak speech and 0.5 s of silence, twice: about 4 s, 50 frames."""
+    pcm = np.array(
+        mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"]
+    )
+    clip = np.concatenate([pcm.reshape(-1), np.zeros(12000, np.float32)])
+    return np.tile(clip, 2)
+
+
+def expected_user_words(frames: np.ndarray) -> list[dict]:
+    """The STT run directly on the small Mimi's 16 codebooks of the same frames."""
+    checkpoint = resolve_stt_checkpoint(fixture_request(dtype="bfloat16"))
+    model = load_stt(checkpoint)
+    mimi = MimiStream(load_stt_mimi(checkpoint, model.codebooks))
+    stt = SttStream(model.lm, model.tokenizer, FRAME_S)
+    words = []
+    for frame in frames:
+        words += stt.step(mimi.encode(mx.array(frame))[0]).words
+    return [w.to_json() for w in words + stt.flush()]
+
+
+def test_live_chat_records_the_user_words(tmp_path, speech):
+    """chat --user-transcript on the fixtures: one Mimi encode, Moshi unchanged, words saved."""
+    frames = split_frames(speech, 1920)
+    stt_checkpoint = resolve_stt_checkpoint(
+        fixture_request(dtype="bfloat16", mimi_weight=None, mimi_config=None),
+        with_mimi=False,
+    )
+    stt_model = load_chat_stt(stt_checkpoint, FIXTURES / "mimi" / "mimi_small.json")
+    engine = load_engine(resolve_checkpoint(tiny_request()), GREEDY, mimi_codebooks=16)
+    engine.warmup()
+    transcriber = user_transcriber(stt_model, engine.frame_seconds)
+    audio = FakeDuplex()
+
+    def feed() -> None:  # one frame at a time, as a microphone would, then Ctrl-C
+        for i, frame in enumerate(frames):
+            while len(audio.written) < i:
+                time.sleep(0.005)
+            audio.push(frame)
+        while len(audio.written) < len(frames):
+            time.sleep(0.005)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    out = io.StringIO()
+    try:
+        recorder = Recorder(tmp_path, 24000, 1920)
+        console = Console(file=out, width=300)
+        converse(engine, audio, recorder, False, console, transcriber=transcriber)
+    finally:
+        feeder.join()
+
+    saved = json.loads((tmp_path / JSON_NAME).read_text())
+    assert len(saved["frames"]) == len(frames)
+    want = expected_user_words(frames)
+    assert saved["user_words"] == want and len(want) > 10
+    times = [w["time"] for w in want]
+    assert (
+        times == sorted(times) and 0 <= times[0] and times[-1] <= len(frames) * FRAME_S
+    )
+    # Moshi heard its own first 8 codebooks of the shared encode: the same answer
+    alone = load_engine(resolve_checkpoint(tiny_request()), GREEDY)
+    offline = process_frames(alone, frames).transcript.to_json()["frames"]
+    assert [f["text_token"] for f in saved["frames"]] == [
+        f["text_token"] for f in offline
+    ]
+    assert [f["audio_codes"] for f in saved["frames"]] == [
+        f["audio_codes"] for f in offline
+    ]
+    you = [line for line in out.getvalue().splitlines() if line.startswith("you [")]
+    assert " ".join(line.split("] ", 1)[1] for line in you) == " ".join(
+        w["text"] for w in want
+    )
+    text = (tmp_path / TEXT_NAME).read_text()
+    assert "] you: " in text and "] moshi: " in text
+
+
+def test_the_stt_must_fit_moshis_mimi(tmp_path):
+    data = json.loads((FIXTURES / "stt" / "config.json").read_text())
+    wide = tmp_path / "config.json"
+    wide.write_text(json.dumps({**data, "n_q": 32, "delays": [0] * 33}))
+    checkpoint = resolve_stt_checkpoint(
+        fixture_request(
+            config=wide,
+            weight=FIXTURES / "stt" / "model.safetensors",
+            tokenizer=FIXTURES / "stt" / "tokenizer.model",
+        ),
+        with_mimi=False,
+    )
+    small = FIXTURES / "mimi" / "mimi_small.json"
+    with pytest.raises(ConfigError, match="reads 32 Mimi codebooks but --mimi-config"):
+        load_chat_stt(checkpoint, small)
+
+
+def test_stt_flags_need_user_transcript():
+    result = subprocess.run(
+        [sys.executable, "cli.py", "chat", "--stt-weight", "x.safetensors", "--no-ui"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: --stt-weight: only used with --user-transcript; add it"
+    ]

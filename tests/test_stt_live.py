@@ -8,12 +8,12 @@ import time
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import FIXTURES
+from test_stt import fixture_request
+
 from moshi_mlx.stt import SttStream, load_stt, resolve_stt_checkpoint
 from moshi_mlx.stt.live import LiveTranscriber
 from moshi_mlx.stt.stream import SttStep, TimedWord
-from test_stt import fixture_request
 
 FRAME_S = 0.08
 
@@ -25,7 +25,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def codes() -> np.ndarray:
-    return np.array(mx.load(str(FIXTURES / "stt" / "ref.safetensors"))["codes"])[0].T  # (39, 16)
+    return np.array(mx.load(str(FIXTURES / "stt" / "ref.safetensors"))["codes"])[
+        0
+    ].T  # (39, 16)
 
 
 class GatedStream:
@@ -63,11 +65,15 @@ def test_live_words_equal_a_direct_run(model, codes):
     want = [w for c in codes for w in direct.step(c).words] + direct.flush()
     live = LiveTranscriber(SttStream(model.lm, model.tokenizer, FRAME_S)).start()
     for step, c in enumerate(codes):
-        live.submit(step, np.concatenate([c, np.zeros(16, np.int32)]))  # 32 codes: 16 used
+        live.submit(
+            step, np.concatenate([c, np.zeros(16, np.int32)])
+        )  # 32 codes: 16 used
     live.stop(timeout=30)
     assert live.words() == want and len(want) > 5
     status = live.status()
-    assert status.lag_frames == 0 and status.dropped_frames == 0 and status.error is None
+    assert (
+        status.lag_frames == 0 and status.dropped_frames == 0 and status.error is None
+    )
     assert status.step_ms is not None and status.step_ms > 0
 
 

@@ -11,7 +11,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import FIXTURES, REPO_ROOT
 
 STT = FIXTURES / "stt"
@@ -108,9 +107,13 @@ def test_bad_input_is_one_line(tmp_path, make_input, flags, message):
 
 def test_offline_without_cached_weights_is_one_line(tmp_path):
     sf.write(str(tmp_path / "in.wav"), np.zeros(4800, np.float32), 24000)
-    result = cli(str(tmp_path / "in.wav"), "--offline", env={"HF_HOME": str(tmp_path / "hf")})
+    result = cli(
+        str(tmp_path / "in.wav"), "--offline", env={"HF_HOME": str(tmp_path / "hf")}
+    )
     line = one_line_error(result)
-    assert "kyutai/stt-1b-en_fr-mlx/config.json" in line and "offline mode is on" in line
+    assert (
+        "kyutai/stt-1b-en_fr-mlx/config.json" in line and "offline mode is on" in line
+    )
 
 
 def test_unwritable_json_is_one_line(tmp_path):

@@ -15,6 +15,8 @@ from rich.live import Live
 
 from ..checkpoints import WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
+from ..stt.checkpoint import SttRequest, resolve_stt_checkpoint
+from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
 from .engine import MoshiEngine, SamplingSettings, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
 from .recorder import Recorder
@@ -71,8 +73,12 @@ def run_chat(
     sampling: SamplingSettings,
     options: ChatOptions,
     console: Console | None = None,
+    stt: SttRequest | None = None,
 ) -> None:
-    """Talk with Moshi through the sound devices until Ctrl-C, `q` or an error."""
+    """Talk with Moshi through the sound devices until Ctrl-C, `q` or an error.
+
+    With `stt`, the user's words are transcribed too (--user-transcript).
+    """
     from ..audio.duplex import DuplexAudio
 
     console = console or Console()
@@ -80,9 +86,19 @@ def run_chat(
         input_device=options.input_device, output_device=options.output_device
     )
     checkpoint = resolve_checkpoint(request)
+    stt_checkpoint = None
+    if stt is not None:
+        stt_checkpoint = resolve_stt_checkpoint(stt, with_mimi=False)  # Moshi's Mimi
+    transcriber = None
     with console.status("loading Moshi and warming up…"):
-        engine = load_engine(checkpoint, sampling)
+        stt_model = None
+        if stt_checkpoint is not None:
+            stt_model = load_chat_stt(stt_checkpoint, checkpoint.mimi_config)
+        codebooks = stt_model.codebooks if stt_model is not None else None
+        engine = load_engine(checkpoint, sampling, mimi_codebooks=codebooks)
         engine.warmup()
+        if stt_model is not None:
+            transcriber = user_transcriber(stt_model, engine.frame_seconds)
     with audio:
         echo = None
         # a caller's own filter replaces echo cancellation
@@ -102,7 +118,16 @@ def run_chat(
             if options.record_dir is not None
             else None
         )
-        converse(engine, audio, recorder, options.ui, console, options.mic_filter, echo)
+        converse(
+            engine,
+            audio,
+            recorder,
+            options.ui,
+            console,
+            options.mic_filter,
+            echo,
+            transcriber,
+        )
 
 
 def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: int):
@@ -132,17 +157,24 @@ def converse(
     console: Console,
     mic_filter: MicFilter | None = None,
     echo=None,
+    transcriber: LiveTranscriber | None = None,
 ) -> None:
     """Run the frame loop on started `audio` until stopped; always closes the recording.
 
     `echo` (an EchoCanceller) becomes the mic filter and shows in the status panel.
+    `transcriber` gets the codes of every heard frame and writes the user's words
+    into the view and the recording ("user_words").
     """
     state = ChatState(engine.frame_seconds, engine.context_steps)
     if echo is not None:
         state.echo = echo
         mic_filter = echo.clean
+    if transcriber is not None:
+        state.stt = transcriber
+        if recorder is not None:
+            recorder.transcript.user_words = []
     plain = None if ui else PlainView(state, lambda line: _print_plain(console, line))
-    loop = FrameLoop(engine, audio, mic_filter=mic_filter)
+    loop = FrameLoop(engine, audio, mic_filter=mic_filter, user_transcriber=transcriber)
     stop = threading.Event()
     stopped: LoopStopped | None = None
 
@@ -162,6 +194,15 @@ def converse(
                 processed_pcm=event.user_pcm,
             )
 
+    def take_user_words() -> None:
+        if transcriber is None:
+            return
+        words = transcriber.words()
+        state.add_user_words(words)
+        if recorder is not None:
+            for word in words:
+                recorder.transcript.add_user_word(word.time, word.text)
+
     if ui:
         display = _live(ChatView(state), audio, console)
     else:
@@ -169,9 +210,12 @@ def converse(
     stream_lost = False
     try:
         with stop_on_signals(stop), KeyReader() as keys, display as refresh:
+            if transcriber is not None:
+                transcriber.start()
             loop.start()
             while not stop.is_set() and stopped is None:
                 stopped = _drain(loop, on_frame, REFRESH_S)
+                take_user_words()
                 stats = audio.stats()
                 refresh(stats)
                 stream_lost = not stats.get("active", True)
@@ -180,11 +224,19 @@ def converse(
             loop.stop(STOP_TIMEOUT_S)
             if stopped is None:  # take in the frames still queued
                 stopped = _drain(loop, on_frame, STOP_TIMEOUT_S, until_stopped=True)
+            if transcriber is not None:  # the words of the last frames
+                transcriber.stop(STOP_TIMEOUT_S)
+                take_user_words()
             refresh(audio.stats())
     finally:
         loop.stop(STOP_TIMEOUT_S)
+        if transcriber is not None:
+            transcriber.stop(STOP_TIMEOUT_S)
+            take_user_words()
         if recorder is not None:
             recorder.close()
+    if transcriber is not None and transcriber.error is not None:
+        _print_plain(console, f"the user transcript stopped early: {transcriber.error}")
     _report(state, recorder, stopped, console, stream_lost)
 
 

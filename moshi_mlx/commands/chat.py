@@ -11,6 +11,7 @@ from ._options import (
     sampling_settings,
     weight_request,
 )
+from ._stt_options import add_stt_options, stt_flags_given, stt_request
 
 
 def register(subparsers) -> None:
@@ -62,6 +63,15 @@ def register(subparsers) -> None:
     )
     add_weight_options(parser)
     add_sampling_options(parser)
+    user = add_stt_options(
+        parser, "user transcript (speech-to-text, shares Moshi's Mimi)"
+    )
+    user.add_argument(
+        "--user-transcript",
+        action="store_true",
+        help="show your words beside Moshi's, each with its time, and add them to the "
+        "--record transcript (loads a Kyutai STT model next to Moshi)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.record_processed and args.record is None:
         raise ConfigError("--record-processed needs --record DIR (where to save it)")
+    if not args.user_transcript and stt_flags_given(args):
+        flags = ", ".join(stt_flags_given(args))
+        raise ConfigError(f"{flags}: only used with --user-transcript; add it")
     options = ChatOptions(
         args.input_device,
         args.output_device,
@@ -81,5 +94,6 @@ def run(args: argparse.Namespace) -> int:
         noise_suppression=args.noise_suppression,
         record_processed=args.record_processed,
     )
-    run_chat(weight_request(args), sampling_settings(args), options)
+    stt = stt_request(args, with_mimi_flags=False) if args.user_transcript else None
+    run_chat(weight_request(args), sampling_settings(args), options, stt=stt)
     return 0

@@ -1,4 +1,4 @@
-"""`python cli.py transcribe IN`: a recording's words with their times (Kyutai's streaming STT)."""
+"""`python cli.py transcribe IN`: a recording's words and their times (Kyutai's STT)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     group.add_argument(
         "--offline",
         action="store_true",
-        help="use only the Hugging Face cache, never the network (also HF_HUB_OFFLINE=1)",
+        help="use only the Hugging Face cache, never the network (or HF_HUB_OFFLINE=1)",
     )
     group.add_argument(
         "--dtype",

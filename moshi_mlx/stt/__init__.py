@@ -1,4 +1,4 @@
-"""Speech-to-text with Kyutai's streaming STT models: the user's words, with their times."""
+"""Speech-to-text with Kyutai's streaming STT models: words with their times."""
 
 from .checkpoint import (
     DEFAULT_STT_REPO,
@@ -9,7 +9,14 @@ from .checkpoint import (
     load_stt_mimi,
     resolve_stt_checkpoint,
 )
-from .stream import SttStep, SttStream, TimedWord, benchmark_step, pad_for_file, word_lines
+from .stream import (
+    SttStep,
+    SttStream,
+    TimedWord,
+    benchmark_step,
+    pad_for_file,
+    word_lines,
+)
 
 __all__ = [
     "DEFAULT_STT_REPO",

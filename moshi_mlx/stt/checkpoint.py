@@ -21,8 +21,13 @@ from ..mimi import Mimi, MimiConfig, load_mimi
 from ..text import Tokenizer
 from ..weights import hub_file
 
-DEFAULT_STT_REPO = "kyutai/stt-1b-en_fr-mlx"  # English + French, 0.5 s delay, about 1B parameters
-STT_REPOS = (DEFAULT_STT_REPO, "kyutai/stt-2.6b-en-mlx")  # the second: English, 2.5 s delay
+DEFAULT_STT_REPO = (
+    "kyutai/stt-1b-en_fr-mlx"  # English + French, 0.5 s delay, about 1B parameters
+)
+STT_REPOS = (
+    DEFAULT_STT_REPO,
+    "kyutai/stt-2.6b-en-mlx",
+)  # the second: English, 2.5 s delay
 CONFIG_FILENAME = "config.json"
 WEIGHT_FILENAME = "model.safetensors"  # when the config has no moshi_name
 STT_DTYPES = ("bfloat16", "float16", "float32")
@@ -44,7 +49,7 @@ class SttRequest:
 
 @dataclass(frozen=True)
 class SttCheckpoint:
-    """Local paths of the STT files; `mimi_weight` is None when the caller brings its own Mimi."""
+    """Local paths of the STT files (`mimi_weight` None: the caller brings a Mimi)."""
 
     config: Path
     weight: Path
@@ -62,21 +67,25 @@ def _local(path: Path, flag: str) -> Path:
 
 
 def read_stt_config(path: Path, flag: str = "--stt-config") -> LmConfig:
-    """An LmConfig that describes a speech-to-text model, or a ConfigError saying why not."""
+    """The LmConfig of a speech-to-text model, or a ConfigError saying why it is not."""
     cfg = LmConfig.from_json(path)
     if cfg.model_type != "stt" or cfg.stt is None or cfg.dep_q != 0:
         raise ConfigError(
-            f"{flag} {path}: not a speech-to-text config (needs model_type \"stt\", "
-            f"an stt_config and dep_q 0; got model_type {cfg.model_type!r}, dep_q {cfg.dep_q})"
+            f'{flag} {path}: not a speech-to-text config (needs model_type "stt", '
+            f"an stt_config and dep_q 0; got model_type {cfg.model_type!r}, "
+            f"dep_q {cfg.dep_q})"
         )
     return cfg
 
 
-def resolve_stt_checkpoint(request: SttRequest, with_mimi: bool = True) -> SttCheckpoint:
-    """Find (downloading if allowed) the STT files; `with_mimi=False` skips its Mimi file."""
+def resolve_stt_checkpoint(
+    request: SttRequest, with_mimi: bool = True
+) -> SttCheckpoint:
+    """Find (downloading if allowed) the STT files; `with_mimi=False` skips its Mimi."""
     if request.dtype not in STT_DTYPES:
         raise ConfigError(
-            f"--dtype {request.dtype} is not supported; use one of {', '.join(STT_DTYPES)}"
+            f"--dtype {request.dtype} is not supported; "
+            f"use one of {', '.join(STT_DTYPES)}"
         )
     offline = request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     if request.config is not None:
@@ -85,7 +94,9 @@ def resolve_stt_checkpoint(request: SttRequest, with_mimi: bool = True) -> SttCh
         config = hub_file(request.repo, CONFIG_FILENAME, offline=offline)
     cfg = read_stt_config(config)
 
-    def find(local: Path | None, flag: str, key: str, default: str | None = None) -> Path:
+    def find(
+        local: Path | None, flag: str, key: str, default: str | None = None
+    ) -> Path:
         if local is not None:
             return _local(local, flag)
         name = getattr(cfg, key) or default
@@ -96,10 +107,16 @@ def resolve_stt_checkpoint(request: SttRequest, with_mimi: bool = True) -> SttCh
         return hub_file(request.repo, name, offline=offline)
 
     tokenizer = find(request.tokenizer, "--stt-tokenizer", "tokenizer_name")
-    mimi_weight = find(request.mimi_weight, "--mimi-weight", "mimi_name") if with_mimi else None
-    mimi_config = _local(request.mimi_config, "--mimi-config") if request.mimi_config else None
+    mimi_weight = (
+        find(request.mimi_weight, "--mimi-weight", "mimi_name") if with_mimi else None
+    )
+    mimi_config = (
+        _local(request.mimi_config, "--mimi-config") if request.mimi_config else None
+    )
     weight = find(request.weight, "--stt-weight", "moshi_name", WEIGHT_FILENAME)
-    return SttCheckpoint(config, weight, tokenizer, mimi_weight, mimi_config, request.dtype)
+    return SttCheckpoint(
+        config, weight, tokenizer, mimi_weight, mimi_config, request.dtype
+    )
 
 
 @dataclass(frozen=True)
@@ -130,8 +147,9 @@ def load_stt(checkpoint: SttCheckpoint) -> SttModel:
     tokenizer = Tokenizer(checkpoint.tokenizer, cfg.text_padding_ids)
     if len(tokenizer) != cfg.text_card:
         raise ConfigError(
-            f"{checkpoint.tokenizer} has {len(tokenizer)} pieces but the STT model writes "
-            f"{cfg.text_card} (text_card); pass the tokenizer named in {checkpoint.config}"
+            f"{checkpoint.tokenizer} has {len(tokenizer)} pieces but the STT model "
+            f"writes {cfg.text_card} (text_card); pass the tokenizer named in "
+            f"{checkpoint.config}"
         )
     lm = load_lm(checkpoint.weight, cfg, dtype=getattr(mx, checkpoint.dtype))
     mx.eval(lm.parameters())  # materialised here, so any thread may step the model
@@ -140,7 +158,9 @@ def load_stt(checkpoint: SttCheckpoint) -> SttModel:
 
 def load_stt_mimi(checkpoint: SttCheckpoint, codebooks: int) -> Mimi:
     """The Mimi named by an STT checkpoint, encoding `codebooks` codebooks."""
-    config = MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
+    config = (
+        MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
+    )
     check_codebooks(config or MimiConfig.official(), codebooks, checkpoint.mimi_config)
     return load_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
 

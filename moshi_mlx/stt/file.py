@@ -1,4 +1,4 @@
-"""Transcribing a recording: the reference's silence padding, then Mimi + STT frame by frame."""
+"""Transcribing a recording: the reference's padding, then Mimi + STT frame by frame."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def transcribe_pcm(
     """Transcribe (T,) audio at the model rate, from fresh streams.
 
     The audio is padded as the reference pads files (silence prefix before, delay
-    + 1 s after) and cut to whole frames. `on_step(step, total_frames)` follows progress.
+    + 1 s after) and cut to whole frames. `on_step(step, total_frames)` reports
+    progress.
     """
     stt.reset()
     mimi.reset()
@@ -109,14 +110,18 @@ def transcribe_file(
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"transcribing {input_path.name}", total=None, words="")
+        task = progress.add_task(
+            f"transcribing {input_path.name}", total=None, words=""
+        )
 
         def advance(step: SttStep, total: int) -> None:
             recent.extend(w.text for w in step.words)
             del recent[:-PROGRESS_WORDS]
             progress.update(task, total=total, advance=1, words=" ".join(recent))
 
-        result = transcribe_pcm(stt, MimiStream(mimi), pcm, mimi.config.sample_rate, advance)
+        result = transcribe_pcm(
+            stt, MimiStream(mimi), pcm, mimi.config.sample_rate, advance
+        )
     if json_path is not None:
         _write_json(json_path, result.to_json())
     return result

@@ -1,4 +1,4 @@
-"""The user's words during a chat: the STT steps on its own thread, fed each mic frame's codes.
+"""The user's words in a chat: the STT on its own thread, fed each mic frame's codes.
 
 Moshi's frame loop encodes every mic frame once with as many Mimi codebooks as the
 STT reads and hands the codes over with `submit`, which never blocks. Frames wait
@@ -14,9 +14,18 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ..mimi import MimiConfig
+from .checkpoint import (
+    SttCheckpoint,
+    SttModel,
+    check_codebooks,
+    load_stt,
+    read_stt_config,
+)
 from .stream import SttStream, TimedWord
 
 MAX_LAG_S = 5.0  # how far the STT may fall behind before it skips the waiting frames
@@ -34,7 +43,7 @@ class SttStatus:
 
 
 class LiveTranscriber:
-    """Runs `stream` on a worker thread over the (step, codes) frames given to `submit`."""
+    """Runs `stream` on a worker thread over the (step, codes) frames from `submit`."""
 
     def __init__(self, stream: SttStream, max_lag_frames: int | None = None) -> None:
         self.stream = stream
@@ -48,7 +57,9 @@ class LiveTranscriber:
         self._abandon = False
         self._words: queue.SimpleQueue[TimedWord] = queue.SimpleQueue()
         self._step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
-        self._thread = threading.Thread(target=self._run, name="stt-worker", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="stt-worker", daemon=True
+        )
 
     @property
     def delay_seconds(self) -> float:
@@ -61,7 +72,7 @@ class LiveTranscriber:
         return self
 
     def submit(self, step: int, codes: np.ndarray) -> None:
-        """Queue the Mimi codes ((K,) int) of conversation frame `step`; never blocks."""
+        """Queue the (K,) Mimi codes of conversation frame `step`; never waits."""
         with self._wake:
             if self.error is not None:
                 return
@@ -88,7 +99,7 @@ class LiveTranscriber:
         return SttStatus(lag, self.dropped_frames, step_ms, self.error)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Transcribe the frames still waiting (for up to `timeout` s), then the last word."""
+        """Transcribe the waiting frames (for up to `timeout` s), then the last word."""
         with self._wake:
             self._finishing = True
             self._wake.notify()
@@ -121,8 +132,31 @@ class LiveTranscriber:
             if not self._abandon:
                 for word in self.stream.flush():
                     self._words.put(word)
-        except Exception as exc:  # shown in the UI; Moshi goes on without the transcript
+        except (
+            Exception
+        ) as exc:  # shown in the UI; Moshi goes on without the transcript
             with self._wake:
                 self.error = f"{type(exc).__name__}: {exc}".strip()
                 self._pending.clear()
                 self._busy = False
+
+
+def load_chat_stt(
+    checkpoint: SttCheckpoint, moshi_mimi_config: Path | None
+) -> SttModel:
+    """Load the STT for a chat, checking Moshi's Mimi has the codebooks it reads."""
+    needed = read_stt_config(checkpoint.config).n_q
+    mimi = (
+        MimiConfig.from_json(moshi_mimi_config)
+        if moshi_mimi_config
+        else MimiConfig.official()
+    )
+    check_codebooks(mimi, needed, moshi_mimi_config)
+    return load_stt(checkpoint)
+
+
+def user_transcriber(model: SttModel, frame_seconds: float) -> LiveTranscriber:
+    """A LiveTranscriber on `model` (no silence lead), warmed up here, not started."""
+    stream = SttStream(model.lm, model.tokenizer, frame_seconds)
+    stream.warmup()
+    return LiveTranscriber(stream)

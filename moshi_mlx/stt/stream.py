@@ -1,4 +1,4 @@
-"""Streaming speech-to-text with Kyutai's delayed-streams STT: Mimi codes in, timed words out.
+"""Streaming speech-to-text (Kyutai's delayed-streams STT): codes in, timed words out.
 
 The STT model is the Moshi temporal transformer with `dep_q` 0: every Mimi codebook
 it reads is the user's, and it writes one text token per 80 ms frame. The text
@@ -35,13 +35,15 @@ class TimedWord:
 
 
 def word_lines(words: list[TimedWord]) -> list[str]:
-    """One '[mm:ss.ss] words…' line per stretch of speech (a new line after a long pause)."""
-    return [line for _, line in speech_lines([Word(w.time, w.text, w.time) for w in words])]
+    """One '[mm:ss.ss] words' line per stretch of speech (a long pause: a new line)."""
+    return [
+        line for _, line in speech_lines([Word(w.time, w.text, w.time) for w in words])
+    ]
 
 
 @dataclass(frozen=True)
 class SttStep:
-    """What one STT step produced: the frame it was given, its text token and finished words."""
+    """One STT step: the frame it was given, its text token, the words it finished."""
 
     frame: int
     token: int
@@ -49,21 +51,23 @@ class SttStep:
 
 
 def file_padding(stt: SttConfig, sample_rate: int) -> tuple[int, int]:
-    """Silence (before, after) a file in samples, as the reference pads: prefix; delay + 1 s."""
+    """Samples of silence (before, after) a file: the prefix; the delay + 1 s."""
     before = int(stt.audio_silence_prefix_seconds * sample_rate)
     after = int((stt.audio_delay_seconds + END_SILENCE_S) * sample_rate)
     return before, after
 
 
 def pad_for_file(pcm: np.ndarray, stt: SttConfig, sample_rate: int) -> np.ndarray:
-    """A file's (T,) audio with the reference's silence around it, so its last words come out."""
+    """A file's (T,) audio inside the reference's silence (so its last words come)."""
     before, after = file_padding(stt, sample_rate)
     silence = np.zeros(before + after, np.float32)
-    return np.concatenate([silence[:before], np.asarray(pcm, np.float32), silence[before:]])
+    return np.concatenate(
+        [silence[:before], np.asarray(pcm, np.float32), silence[before:]]
+    )
 
 
 class SttStream:
-    """Transcribes Mimi codes frame by frame: `step(codes)` per 80 ms, `flush()` at the end.
+    """Transcribes Mimi codes frame by frame: `step(codes)` per 80 ms, then `flush()`.
 
     Args:
         model: a loaded STT `Lm` (dep_q 0), parameters already evaluated.
@@ -87,7 +91,9 @@ class SttStream:
     ) -> None:
         cfg = model.cfg
         if cfg.stt is None or cfg.dep_q != 0:
-            raise ValueError("not a speech-to-text model (needs stt_config and dep_q 0)")
+            raise ValueError(
+                "not a speech-to-text model (needs stt_config and dep_q 0)"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.frame_seconds = frame_seconds
@@ -143,13 +149,16 @@ class SttStream:
 
 
 def benchmark_step(model: Lm, seed: int = 0) -> Callable[[], mx.array]:
-    """A function running one STT step on random codes and returning its lazy text token.
+    """A function running one STT step on random codes, returning its lazy text token.
 
-    For timing the STT beside Moshi, e.g. `benchmarks._common.time_steps(benchmark_step(m), 100)`.
+    For timing the STT beside Moshi, e.g.
+    `benchmarks._common.time_steps(benchmark_step(model.lm), 100)`.
     """
     cfg = model.cfg
     gen = LmGen(model, text_sampler=Sampler(0.0), seed=seed)
-    codes = mx.random.randint(0, cfg.card, (cfg.n_q,), key=mx.random.key(seed)).astype(mx.int32)
+    codes = mx.random.randint(0, cfg.card, (cfg.n_q,), key=mx.random.key(seed)).astype(
+        mx.int32
+    )
 
     def one_step() -> mx.array:
         return gen.step(codes).text
