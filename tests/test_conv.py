@@ -17,7 +17,7 @@ from moshi_mlx.modules.conv import (
 def _conv_reference(x, weight, bias, stride, dilation, pad_mode):
     """Causal conv by its definition: left-pad Ke - S, then y[t] = sum_k W[:, k] . x[t*S + k*d]."""
     b, t, cin = x.shape
-    cout, k, _ = weight.shape
+    k, _, cout = weight.shape  # (kernel, in, out)
     pad = (k - 1) * dilation + 1 - stride
     edge = x[:, :1] if pad_mode == "replicate" else np.zeros_like(x[:, :1])
     xp = np.concatenate([np.repeat(edge, pad, axis=1), x], axis=1)
@@ -25,14 +25,14 @@ def _conv_reference(x, weight, bias, stride, dilation, pad_mode):
     y = np.zeros((b, n, cout))
     for i in range(n):
         for j in range(k):
-            y[:, i] += xp[:, i * stride + j * dilation] @ weight[:, j].T
+            y[:, i] += xp[:, i * stride + j * dilation] @ weight[j]
     return y + (0 if bias is None else bias)
 
 
 def _convtr_reference(x, weight, bias, stride, depthwise):
     """Transposed conv by its definition, then the causal right trim of K - S samples."""
     b, t, cin = x.shape
-    _, k, _ = weight.shape
+    _, k, _ = weight.shape  # (in, kernel, out / groups)
     cout = cin if depthwise else weight.shape[2]
     y = np.zeros((b, (t - 1) * stride + k, cout))
     for i in range(t):
@@ -79,6 +79,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("cin,cout,k,stride,dilation,pad_mode,bias", CONV_CASES)
 def test_conv1d_matches_definition_and_streams(cin, cout, k, stride, dilation, pad_mode, bias):
     conv = StreamingConv1d(cin, cout, k, stride, dilation, bias=bias, pad_mode=pad_mode)
+    assert conv.conv.conv.weight.shape == (k, cin, cout)
     _randomize(conv, 0)
     x = np.random.default_rng(1).normal(size=(2, 12 * stride, cin)).astype(np.float32)
     weight, b = _params(conv)

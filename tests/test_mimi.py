@@ -109,37 +109,46 @@ def test_sanitize_fixes_names_and_layouts():
         "decoder_transformer.transformer.layers.1.self_attn.in_projs.0.weight": mx.zeros((96, 32)),
         "decoder_transformer.transformer.layers.1.self_attn.out_projs.0.weight": mx.zeros((32, 32)),
         "quantizer.rvq_first.input_proj.weight": mx.zeros((256, 512, 1)),
+        "encoder_transformer.transformer.layers.0.linear1.weight": mx.zeros((128, 32)),
+        "encoder_transformer.transformer.layers.0.linear2.weight": mx.zeros((32, 128)),
         "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum": mx.array([[2.0, 4.0], [3.0, 3.0]]),
         "quantizer.rvq_first.vq.layers.0._codebook.cluster_usage": mx.array([2.0, 0.0]),
         "quantizer.rvq_first.vq.layers.0._codebook._initialized": mx.array([1.0]),
     }
     out = sanitize(torch_style)
     assert {k: tuple(v.shape) for k, v in out.items() if "codebook" not in k} == {
-        "encoder.model.0.conv.conv.weight": (64, 7, 1),
+        "encoder.model.0.conv.conv.weight": (7, 1, 64),
         "decoder.model.2.convtr.convtr.weight": (1024, 16, 512),
         "upsample.convtr.convtr.convtr.weight": (512, 4, 1),
         "encoder_transformer.transformer.layers.0.self_attn.in_proj.weight": (96, 32),
         "decoder_transformer.transformer.layers.1.self_attn.in_proj.weight": (96, 32),
         "decoder_transformer.transformer.layers.1.self_attn.out_proj.weight": (32, 32),
         "quantizer.rvq_first.input_proj.weight": (256, 512),
+        "encoder_transformer.transformer.layers.0.linear1.weight": (128, 32),
+        "encoder_transformer.transformer.layers.0.linear2.weight": (128, 32),
     }
     embedding = out["quantizer.rvq_first.vq.layers.0.codebook.embedding"]
     np.testing.assert_allclose(np.array(embedding), [[1.0, 2.0], [3e5, 3e5]], rtol=1e-6)
+    half_sq_norm = out["quantizer.rvq_first.vq.layers.0.codebook.half_sq_norm"]
+    np.testing.assert_allclose(np.array(half_sq_norm), [2.5, 9e10], rtol=1e-6)
     assert not any("_codebook" in k for k in out)
 
 
-def test_sanitize_keeps_conv_values_in_mlx_layout():
+def test_sanitize_moves_conv_values_to_matmul_layouts():
     w = mx.arange(2 * 3 * 4).reshape(2, 3, 4)  # PyTorch conv [out, in, k]
     out = sanitize({"encoder.model.0.conv.conv.weight": w})["encoder.model.0.conv.conv.weight"]
-    assert out[1, 2, 0].item() == w[1, 0, 2].item()  # [out, k, in]
+    assert out[3, 2, 1].item() == w[1, 2, 3].item()  # [k, in, out]
+    w = mx.arange(2 * 3 * 4).reshape(2, 3, 4)  # PyTorch transposed conv [in, out, k]
+    key = "decoder.model.2.convtr.convtr.weight"
+    assert sanitize({key: w})[key][1, 3, 2].item() == w[1, 2, 3].item()  # [in, k, out]
 
 
 def test_official_size_key_set_matches_checkpoint_count():
-    """A full-size file has 318 tensors: our tree holds all but the 2 extra buffers per codebook."""
+    """A full-size file has 318 tensors; each codebook's 3 buffers become 2 derived arrays."""
     from mlx.utils import tree_flatten
 
     keys = [k for k, _ in tree_flatten(Mimi().parameters())]
-    assert len(keys) == 318 - 32 * 2
+    assert len(keys) == 318 - 32
     assert "downsample.conv.conv.conv.weight" in keys
     assert "upsample.convtr.convtr.convtr.weight" in keys
     assert "decoder.model.11.convtr.convtr.weight" in keys

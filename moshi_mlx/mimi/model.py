@@ -13,7 +13,7 @@ from ..modules.attention import KVCache
 from ..modules.conv import ConvState, ConvTrState, Nest, StreamingConv1d, StreamingConvTranspose1d
 from ..weights import load_safetensors, load_strict
 from .config import MimiConfig
-from .quantizer import SplitResidualVectorQuantizer
+from .quantizer import SplitResidualVectorQuantizer, codebook_arrays
 from .seanet import SeanetDecoder, SeanetEncoder
 from .seanet import State as SeanetState
 from .transformer import MimiTransformer
@@ -151,14 +151,16 @@ class Mimi(nn.Module):
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     """Kyutai's PyTorch-named Mimi tensors -> this module tree's names and layouts.
 
-    - Conv1d [out, in, k] -> [out, k, in]; ConvTranspose1d [in, out/groups, k] ->
-      [in, k, out/groups]; the 1x1 quantizer projections become Linear [out, in].
+    - Conv1d [out, in, k] -> [k, in, out]; ConvTranspose1d [in, out/groups, k] ->
+      [in, k, out/groups] (the matmul layouts of modules/conv.py); the 1x1
+      quantizer projections become Linear [out, in]; the transformers'
+      `linear2` [out, in] becomes [in, out] (see InputMajorLinear).
     - `self_attn.in_proj_weight` (or `in_projs.0.weight`) -> `self_attn.in_proj.weight`,
       `out_projs.0.weight` -> `out_proj.weight`.
     - Codebooks: `_codebook.{embedding_sum, cluster_usage}` ->
-      `codebook.embedding = embedding_sum / max(cluster_usage, 1e-5)` in float32;
-      `_initialized` is dropped. Incomplete codebooks are left as they are so the
-      strict load names them.
+      `codebook.embedding = embedding_sum / max(cluster_usage, 1e-5)` in float32,
+      plus its derived `codebook.half_sq_norm`; `_initialized` is dropped.
+      Incomplete codebooks are left as they are so the strict load names them.
     """
     out: dict[str, mx.array] = {}
     codebooks: dict[str, dict[str, mx.array]] = {}
@@ -171,17 +173,21 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
         key = key.replace(".self_attn.in_projs.0.", ".self_attn.in_proj.")
         key = key.replace(".self_attn.out_projs.0.", ".self_attn.out_proj.")
         if key.endswith(".conv.weight") and value.ndim == 3:
-            value = value.transpose(0, 2, 1)
+            value = value.transpose(2, 1, 0)
         elif key.endswith(".convtr.weight") and value.ndim == 3:
             value = value.transpose(0, 2, 1)
         elif key.endswith(("input_proj.weight", "output_proj.weight")) and value.ndim == 3:
             value = value[:, :, 0]
+        elif key.endswith(".linear2.weight") and value.ndim == 2:
+            value = value.T
         out[key] = value
     for prefix, parts in codebooks.items():
         if "embedding_sum" in parts and "cluster_usage" in parts:
             usage = mx.maximum(parts["cluster_usage"].astype(mx.float32), CODEBOOK_EPS)
             embedding = parts["embedding_sum"].astype(mx.float32) / usage[:, None]
+            embedding, half_sq_norm = codebook_arrays(embedding)
             out[f"{prefix}.codebook.embedding"] = embedding
+            out[f"{prefix}.codebook.half_sq_norm"] = half_sq_norm
         else:
             out.update({f"{prefix}._codebook.{k}": v for k, v in parts.items()})
     return out

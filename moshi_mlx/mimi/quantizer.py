@@ -15,22 +15,32 @@ from .config import QuantizerConfig
 
 
 class Codebook(nn.Module):
-    """`bins` centroids of size `dim`; the checkpoint's embedding_sum / cluster_usage."""
+    """`bins` centroids of size `dim` (the checkpoint's embedding_sum / cluster_usage).
+
+    `half_sq_norm` = |e|^2 / 2 per centroid is derived from `embedding` when
+    loading (see `codebook_arrays`); recomputing it per frame would double the
+    codebook reads.
+    """
 
     def __init__(self, bins: int, dim: int):
         super().__init__()
-        self.embedding = mx.random.normal((bins, dim))
+        self.embedding, self.half_sq_norm = codebook_arrays(mx.random.normal((bins, dim)))
 
     def encode(self, x: mx.array) -> mx.array:
         """(..., dim) -> (...) index of the nearest centroid (Euclidean)."""
-        e = self.embedding
-        # argmin |x - e|^2 = argmin (|e|^2 / 2 - x.e); |x|^2 is the same for every centroid.
-        scores = x @ e.T - 0.5 * mx.sum(e * e, axis=-1)
+        # argmin |x - e|^2 = argmax (x.e - |e|^2 / 2); |x|^2 is the same for every centroid.
+        scores = x @ self.embedding.T - self.half_sq_norm
         return mx.argmax(scores, axis=-1).astype(mx.int32)
 
     def decode(self, codes: mx.array) -> mx.array:
         """(...) int -> (..., dim)."""
         return self.embedding[codes]
+
+
+def codebook_arrays(embedding: mx.array) -> tuple[mx.array, mx.array]:
+    """The Codebook parameters (embedding, half_sq_norm) for centroids (bins, dim), float32."""
+    embedding = embedding.astype(mx.float32)
+    return embedding, 0.5 * mx.sum(embedding * embedding, axis=-1)
 
 
 class VectorQuantization(nn.Module):

@@ -11,6 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..modules.conv import ConvState, ConvTrState, StreamingConv1d, StreamingConvTranspose1d
+from .activations import elu
 from .config import SeanetConfig
 
 State = list  # one entry per layer: ConvState, ConvTrState, a nested State, or None
@@ -20,7 +21,7 @@ class ELU(nn.Module):
     """ELU with alpha 1 (no parameters)."""
 
     def __call__(self, x: mx.array, state: None = None) -> mx.array:
-        return mx.where(x > 0, x, mx.expm1(mx.minimum(x, 0)))
+        return elu(x)
 
 
 class ResidualBlock(nn.Module):

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..modules.attention import KVCache, MultiHeadAttention
+from .activations import gelu
 from .config import TransformerConfig
 
 
@@ -20,6 +21,23 @@ class LayerScale(nn.Module):
         return x * self.scale
 
 
+class InputMajorLinear(nn.Module):
+    """Bias-free linear layer with its weight stored (in, out): y = x @ W.
+
+    Used for `linear2` (2048 -> 512): in the 2-token streaming steps, OpenBLAS
+    runs it a third faster in this layout than as nn.Linear's x @ W.T (for the
+    other projections nn.Linear's layout is as fast or faster).
+    """
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        bound = dim_in**-0.5
+        self.weight = mx.random.uniform(-bound, bound, (dim_in, dim_out))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x @ self.weight
+
+
 class TransformerLayer(nn.Module):
     """x + ls1 * attn(norm1(x)); then x + ls2 * linear2(gelu(linear1(norm2(x))))."""
 
@@ -30,13 +48,13 @@ class TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.linear1 = nn.Linear(d, cfg.dim_feedforward, bias=False)
-        self.linear2 = nn.Linear(cfg.dim_feedforward, d, bias=False)
+        self.linear2 = InputMajorLinear(cfg.dim_feedforward, d)
         self.layer_scale_1 = LayerScale(d)
         self.layer_scale_2 = LayerScale(d)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         x = x + self.layer_scale_1(self.self_attn(self.norm1(x), cache))
-        return x + self.layer_scale_2(self.linear2(nn.gelu(self.linear1(self.norm2(x)))))
+        return x + self.layer_scale_2(self.linear2(gelu(self.linear1(self.norm2(x)))))
 
 
 class MimiTransformer(nn.Module):

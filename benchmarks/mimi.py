@@ -1,0 +1,148 @@
+"""Mimi streaming speed: ms per 80 ms frame for encode and decode, at the official size.
+
+    uv run python benchmarks/mimi.py                      # random weights (seeded)
+    uv run python benchmarks/mimi.py --mimi-weight F      # a real checkpoint
+    uv run python benchmarks/mimi.py --blas system        # only the current BLAS setup
+
+By default each BLAS setup runs in its own process: `system` (the system
+OpenBLAS that moshi_mlx loads automatically on Linux, see moshi_mlx/blas.py)
+and `reference` (the BLAS bundled with the mlx[cpu] wheel). On macOS, or where
+no OpenBLAS is installed, both rows show the same library.
+"""
+
+from __future__ import annotations
+
+import moshi_mlx  # first: it may route MLX's BLAS before mlx.core loads
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    FRAME_MS,
+    peak_mlx_mb,
+    peak_process_mb,
+    print_table,
+    summarize,
+    time_steps,
+    write_json,
+)
+
+from moshi_mlx.blas import ENV_VAR  # noqa: E402
+from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi  # noqa: E402
+
+SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
+
+
+def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) -> dict:
+    """Time `frames` streaming encode steps and decode steps in this process."""
+    cfg = MimiConfig.from_json(config) if config else MimiConfig.official()
+    if weight:
+        mimi = load_mimi(weight, cfg)
+    else:
+        mx.random.seed(0)
+        mimi = Mimi(cfg)
+        mx.eval(mimi.parameters())
+    rng = np.random.default_rng(0)
+    audio = mx.array(0.1 * rng.standard_normal((warmup + frames, cfg.frame_size)), mx.float32)
+    stream = MimiStream(mimi)
+    state = {"i": 0, "codes": None}
+
+    def encode_step():
+        state["codes"] = stream.encode(audio[state["i"] % audio.shape[0]])
+        state["i"] += 1
+        return state["codes"]
+
+    def decode_step():
+        return stream.decode(state["codes"])
+
+    def both():
+        return encode_step(), decode_step()
+
+    mx.reset_peak_memory()
+    for _ in range(warmup):
+        mx.eval(both())
+    encode_ms = time_steps(encode_step, frames, warmup=0)
+    decode_ms = time_steps(decode_step, frames, warmup=0)
+    return {
+        "blas": moshi_mlx.blas.loaded or "bundled reference BLAS",
+        "weights": str(weight) if weight else "random (seed 0)",
+        "frames": frames,
+        "encode": summarize(encode_ms),
+        "decode": summarize(decode_ms),
+        "peak_mlx_mb": peak_mlx_mb(),
+        "peak_process_mb": peak_process_mb(),
+    }
+
+
+def run_setup(name: str, args: argparse.Namespace) -> dict:
+    """Measure in a fresh process, since the BLAS is chosen when mlx.core loads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, __file__, "--blas", name, "--child-json", str(out)]
+        cmd += ["--frames", str(args.frames), "--warmup", str(args.warmup)]
+        if args.mimi_weight:
+            cmd += ["--mimi-weight", str(args.mimi_weight)]
+        if args.mimi_config:
+            cmd += ["--mimi-config", str(args.mimi_config)]
+        env = {**os.environ, ENV_VAR: SETUPS[name]}
+        subprocess.run(cmd, env=env, check=True)
+        return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mimi-weight", type=Path, help="checkpoint (default: random weights)")
+    parser.add_argument("--mimi-config", type=Path, help="config JSON (default: official)")
+    parser.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
+    parser.add_argument(
+        "--blas",
+        choices=["both", *SETUPS],
+        default="both",
+        help="BLAS setup(s) to measure (default both, each in its own process)",
+    )
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/out/mimi.json"))
+    parser.add_argument("--child-json", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child_json:  # one setup, measured in this process by the parent's request
+        result = measure(args.mimi_weight, args.mimi_config, args.frames, args.warmup)
+        args.child_json.write_text(json.dumps(result))
+        return
+
+    names = list(SETUPS) if args.blas == "both" else [args.blas]
+    results = {name: run_setup(name, args) for name in names}
+    rows = []
+    for name, r in results.items():
+        enc, dec = r["encode"], r["decode"]
+        rows.append(
+            [
+                f"{name} ({r['blas']})",
+                enc["median_ms"],
+                enc["p95_ms"],
+                dec["median_ms"],
+                dec["p95_ms"],
+                (enc["median_ms"] + dec["median_ms"]) / FRAME_MS,
+                r["peak_mlx_mb"],
+            ]
+        )
+    print_table(
+        f"Mimi streaming, official size, ms per {FRAME_MS:.0f} ms frame ({args.frames} frames)",
+        ["BLAS", "encode med", "encode p95", "decode med", "decode p95", "RTF enc+dec", "peak MLX MB"],
+        rows,
+    )
+    write_json(args.json, {"benchmark": "mimi", "frame_ms": FRAME_MS, "results": results})
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

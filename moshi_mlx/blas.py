@@ -1,0 +1,38 @@
+"""Route MLX's CPU matmuls to the system OpenBLAS on Linux, when one is installed.
+
+The `mlx[cpu]` Linux wheel links the reference (netlib) BLAS: float32 matmul runs
+at 3-5 GFLOP/s on the 2-core test machine against 100-200 GFLOP/s for OpenBLAS,
+and Mimi's convolutions are matmuls. Loading libopenblas with RTLD_GLOBAL before
+`mlx.core` is imported makes MLX's `cblas_*` calls resolve to it, as LD_PRELOAD
+would. It is harmless where it does not apply: nothing happens on macOS (MLX uses
+Accelerate and Metal there), when no OpenBLAS is installed (Debian/Ubuntu:
+`apt install libopenblas0-pthread`), when `mlx.core` was imported first, or with
+MOSHI_MLX_BLAS=reference. MOSHI_MLX_BLAS=/path/to/libopenblas.so picks a library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+ENV_VAR = "MOSHI_MLX_BLAS"
+CANDIDATES = ("libopenblas.so.0", "libopenblasp.so.0")  # Debian/Ubuntu, Fedora (pthreads)
+
+loaded: str | None = None  # the library in use, or None for the wheel's own BLAS
+
+
+def use_system_openblas() -> str | None:
+    """Load OpenBLAS globally if it applies here; return its name, or None."""
+    global loaded
+    choice = os.environ.get(ENV_VAR, "")
+    if loaded or sys.platform != "linux" or choice == "reference" or "mlx.core" in sys.modules:
+        return loaded
+    for name in (choice,) if choice else CANDIDATES:
+        try:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        loaded = name
+        break
+    return loaded
