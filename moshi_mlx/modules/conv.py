@@ -77,7 +77,6 @@ class StreamingConv1d(nn.Module):
         super().__init__()
         if pad_mode not in ("constant", "replicate"):
             raise ValueError(f"unsupported pad_mode {pad_mode!r}")
-        self.kernel_size = kernel_size
         self.stride = stride
         self.dilation = dilation
         self.pad_mode = pad_mode

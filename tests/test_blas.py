@@ -1,0 +1,47 @@
+"""moshi_mlx.blas: the automatic OpenBLAS route is opt-out, harmless when absent, and exact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+PROBE = (
+    "import moshi_mlx, mlx.core as mx, numpy as np;"
+    "rng = np.random.default_rng(0);"
+    "a, b = rng.standard_normal((2, 64, 48)).astype(np.float32), rng.standard_normal((48, 32)).astype(np.float32);"
+    "err = np.abs(np.array(mx.array(a) @ mx.array(b)) - a @ b).max();"
+    "print(moshi_mlx.blas.loaded, err < 1e-4)"
+)
+
+
+def _probe(**env: str) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_reference_setting_keeps_the_bundled_blas():
+    assert _probe(MOSHI_MLX_BLAS="reference") == ["None", "True"]
+
+
+def test_missing_library_is_harmless():
+    assert _probe(MOSHI_MLX_BLAS="/nonexistent/libopenblas.so.0") == ["None", "True"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the route only exists on Linux")
+def test_default_route_computes_the_same_products():
+    loaded, exact = _probe(MOSHI_MLX_BLAS="")
+    assert exact == "True"
+    assert loaded in ("None", "libopenblas.so.0", "libopenblasp.so.0")
