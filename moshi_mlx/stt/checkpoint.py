@@ -66,13 +66,16 @@ def _local(path: Path, flag: str) -> Path:
     return path
 
 
-def read_stt_config(path: Path, flag: str = "--stt-config") -> LmConfig:
-    """The LmConfig of a speech-to-text model, or a ConfigError saying why it is not."""
+def read_stt_config(path: Path, origin: str | None = None) -> LmConfig:
+    """The LmConfig of a speech-to-text model, or a ConfigError saying why it is not.
+
+    `origin` names where the file came from in the error (default: its path).
+    """
     cfg = LmConfig.from_json(path)
     if cfg.model_type != "stt" or cfg.stt is None or cfg.dep_q != 0:
         raise ConfigError(
-            f'{flag} {path}: not a speech-to-text config (needs model_type "stt", '
-            f"an stt_config and dep_q 0; got model_type {cfg.model_type!r}, "
+            f"{origin or path}: not a speech-to-text config (needs model_type "
+            f'"stt", an stt_config and dep_q 0; got model_type {cfg.model_type!r}, '
             f"dep_q {cfg.dep_q})"
         )
     return cfg
@@ -90,9 +93,10 @@ def resolve_stt_checkpoint(
     offline = request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     if request.config is not None:
         config = _local(request.config, "--stt-config")
+        cfg = read_stt_config(config, f"--stt-config {config}")
     else:
         config = hub_file(request.repo, CONFIG_FILENAME, offline=offline)
-    cfg = read_stt_config(config)
+        cfg = read_stt_config(config, f"--stt-repo {request.repo}")
 
     def find(
         local: Path | None, flag: str, key: str, default: str | None = None
