@@ -143,6 +143,14 @@ def test_sanitize_moves_conv_values_to_matmul_layouts():
     assert sanitize({key: w})[key][1, 3, 2].item() == w[1, 2, 3].item()  # [in, k, out]
 
 
+def test_loaded_weights_are_stored_in_their_new_layout(mimi):
+    """Sanitized weights must be real row-major copies, not strided views of the file's layout."""
+    from mlx.utils import tree_flatten
+
+    for key, value in tree_flatten(mimi.parameters()):
+        assert memoryview(value).c_contiguous, key
+
+
 def test_official_size_key_set_matches_checkpoint_count():
     """A full-size file has 318 tensors; each codebook's 3 buffers become 2 derived arrays."""
     from mlx.utils import tree_flatten
