@@ -62,10 +62,13 @@ def write_random_checkpoint(path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def time_pytorch(weight: Path, audio: np.ndarray, warmup: int) -> dict:
+def time_pytorch(weight: Path, audio: np.ndarray, warmup: int, threads: int | None) -> dict:
     """moshi's MimiModel in streaming mode, one 1920-sample frame per call."""
     import torch
     from moshi.models import loaders
+
+    if threads:
+        torch.set_num_threads(threads)
 
     model = loaders.get_mimi(str(weight), device="cpu")
     model.eval()
@@ -113,6 +116,11 @@ def main() -> None:
         default=Path("/tmp/mimi_random.safetensors"),
         help="where to save the random checkpoint when no --mimi-weight is given",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads (default: torch's own; on a busy machine 1 is far faster)",
+    )
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/mimi_reference.json"))
@@ -125,12 +133,16 @@ def main() -> None:
         print(f"wrote random official-size checkpoint {weight}")
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal((args.warmup + args.frames, FRAME))).astype(np.float32)
+    timers = {
+        "moshi (PyTorch)": lambda: time_pytorch(weight, audio, args.warmup, args.torch_threads),
+        "rustymimi": lambda: time_rustymimi(weight, audio, args.warmup),
+    }
     results = []
-    for timer in (time_pytorch, time_rustymimi):
+    for name, timer in timers.items():
         try:
-            results.append(timer(weight, audio, args.warmup))
+            results.append(timer())
         except ImportError as exc:
-            print(f"skipped {timer.__name__}: {exc}")
+            print(f"skipped {name}: {exc}")
     print(f"ms per {FRAME_MS:.0f} ms frame, {args.frames} frames, weights {weight}")
     for r in results:
         e, d = r["encode"], r["decode"]
