@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import moshi_mlx  # first: it may route MLX's BLAS before mlx.core loads
 
+# isort: split
 import argparse
 import json
 import os
@@ -26,7 +27,7 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     FRAME_MS,
     peak_mlx_mb,
     peak_process_mb,
@@ -36,8 +37,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-from moshi_mlx.blas import ENV_VAR  # noqa: E402
-from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi  # noqa: E402
+from moshi_mlx.blas import ENV_VAR
+from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi
 
 SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
 
@@ -52,7 +53,9 @@ def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) 
         mimi = Mimi(cfg)
         mx.eval(mimi.parameters())
     rng = np.random.default_rng(0)
-    audio = mx.array(0.1 * rng.standard_normal((warmup + frames, cfg.frame_size)), mx.float32)
+    audio = mx.array(
+        0.1 * rng.standard_normal((warmup + frames, cfg.frame_size)), mx.float32
+    )
     stream = MimiStream(mimi)
     state = {"i": 0, "codes": None}
 
@@ -100,10 +103,18 @@ def run_setup(name: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mimi-weight", type=Path, help="checkpoint (default: random weights)")
-    parser.add_argument("--mimi-config", type=Path, help="config JSON (default: official)")
-    parser.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed frames first (default 5)")
+    parser.add_argument(
+        "--mimi-weight", type=Path, help="checkpoint (default: random weights)"
+    )
+    parser.add_argument(
+        "--mimi-config", type=Path, help="config JSON (default: official)"
+    )
+    parser.add_argument(
+        "--frames", type=int, default=100, help="timed frames (default 100)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed frames first (default 5)"
+    )
     parser.add_argument(
         "--blas",
         choices=["both", *SETUPS],
@@ -137,10 +148,20 @@ def main() -> None:
         )
     print_table(
         f"Mimi streaming, official size, ms per {FRAME_MS:.0f} ms frame ({args.frames} frames)",
-        ["BLAS", "encode med", "encode p95", "decode med", "decode p95", "RTF enc+dec", "peak MLX MB"],
+        [
+            "BLAS",
+            "encode med",
+            "encode p95",
+            "decode med",
+            "decode p95",
+            "RTF enc+dec",
+            "peak MLX MB",
+        ],
         rows,
     )
-    write_json(args.json, {"benchmark": "mimi", "frame_ms": FRAME_MS, "results": results})
+    write_json(
+        args.json, {"benchmark": "mimi", "frame_ms": FRAME_MS, "results": results}
+    )
     print(f"wrote {args.json}")
 
 

@@ -56,13 +56,19 @@ def write_random_checkpoint(path: Path) -> None:
     for key in [k for k in tensors if k.endswith("_codebook.cluster_usage")]:
         tensors[key] = torch.ones_like(tensors[key])  # usable codebooks
         prefix = key.rsplit(".", 1)[0]
-        tensors[f"{prefix}.embedding_sum"] = torch.randn_like(tensors[f"{prefix}.embedding_sum"])
-        tensors[f"{prefix}._initialized"] = torch.ones_like(tensors[f"{prefix}._initialized"])
+        tensors[f"{prefix}.embedding_sum"] = torch.randn_like(
+            tensors[f"{prefix}.embedding_sum"]
+        )
+        tensors[f"{prefix}._initialized"] = torch.ones_like(
+            tensors[f"{prefix}._initialized"]
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
 
 
-def time_pytorch(weight: Path, audio: np.ndarray, warmup: int, threads: int | None) -> dict:
+def time_pytorch(
+    weight: Path, audio: np.ndarray, warmup: int, threads: int | None
+) -> dict:
     """moshi's MimiModel in streaming mode, one 1920-sample frame per call."""
     import torch
     from moshi.models import loaders
@@ -84,8 +90,11 @@ def time_pytorch(weight: Path, audio: np.ndarray, warmup: int, threads: int | No
             if i >= warmup:
                 enc.append((middle - start) * 1000)
                 dec.append((end - middle) * 1000)
-    return {"impl": f"moshi (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)",
-            "encode": stats(enc), "decode": stats(dec)}
+    return {
+        "impl": f"moshi (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)",
+        "encode": stats(enc),
+        "decode": stats(dec),
+    }
 
 
 def time_rustymimi(weight: Path, audio: np.ndarray, warmup: int) -> dict:
@@ -109,7 +118,9 @@ def time_rustymimi(weight: Path, audio: np.ndarray, warmup: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mimi-weight", type=Path, help="official-named Mimi checkpoint")
+    parser.add_argument(
+        "--mimi-weight", type=Path, help="official-named Mimi checkpoint"
+    )
     parser.add_argument(
         "--write-random",
         type=Path,
@@ -123,7 +134,9 @@ def main() -> None:
     )
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/out/mimi_reference.json"))
+    parser.add_argument(
+        "--json", type=Path, default=Path("benchmarks/out/mimi_reference.json")
+    )
     args = parser.parse_args()
 
     weight = args.mimi_weight
@@ -132,9 +145,13 @@ def main() -> None:
         weight = args.write_random
         print(f"wrote random official-size checkpoint {weight}")
     rng = np.random.default_rng(0)
-    audio = (0.1 * rng.standard_normal((args.warmup + args.frames, FRAME))).astype(np.float32)
+    audio = (0.1 * rng.standard_normal((args.warmup + args.frames, FRAME))).astype(
+        np.float32
+    )
     timers = {
-        "moshi (PyTorch)": lambda: time_pytorch(weight, audio, args.warmup, args.torch_threads),
+        "moshi (PyTorch)": lambda: time_pytorch(
+            weight, audio, args.warmup, args.torch_threads
+        ),
         "rustymimi": lambda: time_rustymimi(weight, audio, args.warmup),
     }
     results = []
@@ -152,7 +169,12 @@ def main() -> None:
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "python": platform.python_version()}
-    payload = {"machine": machine, "weights": str(weight), "frames": args.frames, "results": results}
+    payload = {
+        "machine": machine,
+        "weights": str(weight),
+        "frames": args.frames,
+        "results": results,
+    }
     args.json.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.json}")
 

@@ -17,7 +17,10 @@ import os
 import sys
 
 ENV_VAR = "MOSHI_MLX_BLAS"
-CANDIDATES = ("libopenblas.so.0", "libopenblasp.so.0")  # Debian/Ubuntu, Fedora (pthreads)
+CANDIDATES = (
+    "libopenblas.so.0",
+    "libopenblasp.so.0",
+)  # Debian/Ubuntu, Fedora (pthreads)
 
 loaded: str | None = None  # the library in use, or None for the wheel's own BLAS
 
@@ -26,7 +29,12 @@ def use_system_openblas() -> str | None:
     """Load OpenBLAS globally if it applies here; return its name, or None."""
     global loaded
     choice = os.environ.get(ENV_VAR, "")
-    if loaded or sys.platform != "linux" or choice == "reference" or "mlx.core" in sys.modules:
+    if (
+        loaded
+        or sys.platform != "linux"
+        or choice == "reference"
+        or "mlx.core" in sys.modules
+    ):
         return loaded
     for name in (choice,) if choice else CANDIDATES:
         try:

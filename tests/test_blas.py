@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 PROBE = (
@@ -24,6 +23,7 @@ def _probe(**env: str) -> list[str]:
         [sys.executable, "-c", PROBE],
         cwd=REPO_ROOT,
         capture_output=True,
+        check=False,
         text=True,
         env={**os.environ, **env},
         timeout=60,

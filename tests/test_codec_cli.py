@@ -10,7 +10,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import REPO_ROOT
 
 
@@ -19,6 +18,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         [sys.executable, "cli.py", "codec", *map(str, args)],
         cwd=REPO_ROOT,
         capture_output=True,
+        check=False,
         text=True,
         env={**os.environ, **(env or {})},
         timeout=120,
@@ -37,7 +37,10 @@ def small(mimi_fixtures) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ref(mimi_fixtures) -> dict[str, np.ndarray]:
-    return {k: np.array(v) for k, v in mx.load(str(mimi_fixtures / "mimi_small_ref.safetensors")).items()}
+    return {
+        k: np.array(v)
+        for k, v in mx.load(str(mimi_fixtures / "mimi_small_ref.safetensors")).items()
+    }
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -55,14 +58,18 @@ def test_round_trip_reproduces_reference_codes(tmp_path, small, ref):
     out, codes = tmp_path / "out.wav", tmp_path / "codes.npy"
     proc = _cli(source, out, *small, "--codes", codes)
     assert proc.returncode == 0, proc.stderr
-    assert "frames: 19" in proc.stdout and "bitrate: 0.60 kbps" in proc.stdout  # 8 x 6 bit x 12.5
+    assert (
+        "frames: 19" in proc.stdout and "bitrate: 0.60 kbps" in proc.stdout
+    )  # 8 x 6 bit x 12.5
     assert "encode:" in proc.stdout and "ms/frame" in proc.stdout
     saved = np.load(codes)
     assert saved.dtype == np.int32
     np.testing.assert_array_equal(saved, ref["codes"][0])
     audio, rate = sf.read(out, dtype="float32")
     assert rate == 24000 and audio.shape == (19 * 1920,)
-    np.testing.assert_allclose(audio, ref["pcm_out"][0, 0], atol=1e-4)  # 16-bit WAV steps
+    np.testing.assert_allclose(
+        audio, ref["pcm_out"][0, 0], atol=1e-4
+    )  # 16-bit WAV steps
 
 
 def test_any_rate_and_channels_become_24k_mono(tmp_path, small, ref):
@@ -83,7 +90,9 @@ def test_offline_without_cache_is_one_line(tmp_path, ref):
     sf.write(source, ref["pcm"][0, 0, :1920], 24000)
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = _cli(source, tmp_path / "out.wav", env=env)
-    _assert_one_line_error(proc, "tokenizer-e351c8d8-checkpoint125.safetensors", "offline")
+    _assert_one_line_error(
+        proc, "tokenizer-e351c8d8-checkpoint125.safetensors", "offline"
+    )
 
 
 @pytest.mark.parametrize(
@@ -107,15 +116,29 @@ def test_user_errors_are_one_line(tmp_path, mimi_fixtures, small, ref, case, fra
     args = {
         "missing-input": [tmp_path / "nope.wav", out, *small],
         "junk-weight": [source, out, "--mimi-weight", junk, "--mimi-config", small[3]],
-        "wrong-config": [source, out, "--mimi-weight", small[1]],  # official config, small file
+        "wrong-config": [
+            source,
+            out,
+            "--mimi-weight",
+            small[1],
+        ],  # official config, small file
         "too-many-codebooks": [source, out, *small, "--num-codebooks", "17"],
-        "bad-config": [source, out, "--mimi-weight", small[1], "--mimi-config", bad_json],
+        "bad-config": [
+            source,
+            out,
+            "--mimi-weight",
+            small[1],
+            "--mimi-config",
+            bad_json,
+        ],
     }[case]
     _assert_one_line_error(_cli(*args), fragment)
     assert not out.exists()
 
 
 def test_invalid_flag_value_is_a_usage_error(tmp_path, small):
-    proc = _cli(tmp_path / "in.wav", tmp_path / "out.wav", *small, "--num-codebooks", "0")
+    proc = _cli(
+        tmp_path / "in.wav", tmp_path / "out.wav", *small, "--num-codebooks", "0"
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--num-codebooks: must be at least 1" in proc.stderr

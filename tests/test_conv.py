@@ -16,7 +16,7 @@ from moshi_mlx.modules.conv import (
 
 def _conv_reference(x, weight, bias, stride, dilation, pad_mode):
     """Causal conv by its definition: left-pad Ke - S, then y[t] = sum_k W[:, k] . x[t*S + k*d]."""
-    b, t, cin = x.shape
+    b = x.shape[0]
     k, _, cout = weight.shape  # (kernel, in, out)
     pad = (k - 1) * dilation + 1 - stride
     edge = x[:, :1] if pad_mode == "replicate" else np.zeros_like(x[:, :1])
@@ -77,7 +77,9 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,dilation,pad_mode,bias", CONV_CASES)
-def test_conv1d_matches_definition_and_streams(cin, cout, k, stride, dilation, pad_mode, bias):
+def test_conv1d_matches_definition_and_streams(
+    cin, cout, k, stride, dilation, pad_mode, bias
+):
     conv = StreamingConv1d(cin, cout, k, stride, dilation, bias=bias, pad_mode=pad_mode)
     assert conv.conv.conv.weight.shape == (k, cin, cout)
     _randomize(conv, 0)
@@ -89,8 +91,13 @@ def test_conv1d_matches_definition_and_streams(cin, cout, k, stride, dilation, p
     np.testing.assert_allclose(got, want, atol=1e-5)
 
     state = ConvState()
-    chunks = [conv(mx.array(x[:, i : i + 3 * stride]), state) for i in range(0, x.shape[1], 3 * stride)]
-    np.testing.assert_allclose(np.array(mx.concatenate(chunks, axis=1)), want, atol=1e-5)
+    chunks = [
+        conv(mx.array(x[:, i : i + 3 * stride]), state)
+        for i in range(0, x.shape[1], 3 * stride)
+    ]
+    np.testing.assert_allclose(
+        np.array(mx.concatenate(chunks, axis=1)), want, atol=1e-5
+    )
 
 
 def test_conv1d_keeps_unconsumed_samples_for_the_next_chunk():
@@ -98,11 +105,17 @@ def test_conv1d_keeps_unconsumed_samples_for_the_next_chunk():
     _randomize(conv, 2)
     x = mx.random.normal((1, 10, 2))
     state = ConvState()
-    lengths = [conv(x[:, i : i + n], state).shape[1] for i, n in ((0, 3), (3, 3), (6, 4))]
+    lengths = [
+        conv(x[:, i : i + n], state).shape[1] for i, n in ((0, 3), (3, 3), (6, 4))
+    ]
     assert lengths == [1, 2, 2]  # 3 samples -> 1 output, 1 left over, etc.
     np.testing.assert_allclose(
         np.array(conv(x)),
-        np.array(mx.concatenate([conv(x[:, :3], s := ConvState()), conv(x[:, 3:], s)], axis=1)),
+        np.array(
+            mx.concatenate(
+                [conv(x[:, :3], s := ConvState()), conv(x[:, 3:], s)], axis=1
+            )
+        ),
         atol=1e-5,
     )
 
@@ -116,7 +129,9 @@ CONVTR_CASES = [
 
 
 @pytest.mark.parametrize("cin,cout,k,stride,groups,bias", CONVTR_CASES)
-def test_conv_transpose1d_matches_definition_and_streams(cin, cout, k, stride, groups, bias):
+def test_conv_transpose1d_matches_definition_and_streams(
+    cin, cout, k, stride, groups, bias
+):
     convtr = StreamingConvTranspose1d(cin, cout, k, stride, groups=groups, bias=bias)
     _randomize(convtr, 3)
     x = np.random.default_rng(4).normal(size=(2, 9, cin)).astype(np.float32)
@@ -128,5 +143,10 @@ def test_conv_transpose1d_matches_definition_and_streams(cin, cout, k, stride, g
     np.testing.assert_allclose(got, want, atol=1e-5)
 
     state = ConvTrState()
-    chunks = [convtr(mx.array(x[:, i : i + n]), state) for i, n in ((0, 1), (1, 2), (3, 1), (4, 5))]
-    np.testing.assert_allclose(np.array(mx.concatenate(chunks, axis=1)), want, atol=1e-5)
+    chunks = [
+        convtr(mx.array(x[:, i : i + n]), state)
+        for i, n in ((0, 1), (1, 2), (3, 1), (4, 5))
+    ]
+    np.testing.assert_allclose(
+        np.array(mx.concatenate(chunks, axis=1)), want, atol=1e-5
+    )

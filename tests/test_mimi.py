@@ -27,18 +27,27 @@ def mimi(mimi_fixtures, small_config) -> Mimi:
 
 @pytest.fixture(scope="module")
 def ref(mimi_fixtures) -> dict[str, np.ndarray]:
-    return {k: np.array(v) for k, v in mx.load(str(mimi_fixtures / "mimi_small_ref.safetensors")).items()}
+    return {
+        k: np.array(v)
+        for k, v in mx.load(str(mimi_fixtures / "mimi_small_ref.safetensors")).items()
+    }
 
 
-def _stream_encode(mimi: Mimi, pcm: np.ndarray, stream: MimiStream | None = None) -> np.ndarray:
+def _stream_encode(
+    mimi: Mimi, pcm: np.ndarray, stream: MimiStream | None = None
+) -> np.ndarray:
     """(1, T) -> (1, K, F) codes, one 1920-sample frame per call."""
     stream = stream or MimiStream(mimi)
     n = pcm.shape[-1] // mimi.frame_size
-    frames = [stream.encode(mx.array(pcm[:, i * 1920 : (i + 1) * 1920])) for i in range(n)]
+    frames = [
+        stream.encode(mx.array(pcm[:, i * 1920 : (i + 1) * 1920])) for i in range(n)
+    ]
     return np.array(mx.stack(frames, axis=-1))
 
 
-def _stream_decode(mimi: Mimi, codes: np.ndarray, stream: MimiStream | None = None) -> np.ndarray:
+def _stream_decode(
+    mimi: Mimi, codes: np.ndarray, stream: MimiStream | None = None
+) -> np.ndarray:
     """(1, K, F) -> (1, F * 1920), one code frame per call."""
     stream = stream or MimiStream(mimi)
     frames = [stream.decode(mx.array(codes[:, :, i])) for i in range(codes.shape[-1])]
@@ -65,7 +74,10 @@ def test_official_config_file_equals_default(mimi_fixtures):
 
 def test_small_config(small_config):
     assert small_config.seanet.n_filters == 8 and small_config.seanet.dimension == 32
-    assert small_config.transformer.num_layers == 2 and small_config.transformer.context == 250
+    assert (
+        small_config.transformer.num_layers == 2
+        and small_config.transformer.context == 250
+    )
     assert small_config.quantizer.bins == 64 and small_config.max_codebooks == 16
     assert small_config.frame_size == 1920
 
@@ -73,7 +85,9 @@ def test_small_config(small_config):
 @pytest.mark.parametrize(
     "edit,message",
     [
-        pytest.param({"transformer": {"gating": "silu"}}, "transformer.gating", id="gating"),
+        pytest.param(
+            {"transformer": {"gating": "silu"}}, "transformer.gating", id="gating"
+        ),
         pytest.param({"seanet": {"causal": False}}, "seanet.causal", id="non-causal"),
         pytest.param({"num_codebooks": 40}, "num_codebooks", id="codebooks"),
         pytest.param({"seanet": {"ratios": "abc"}}, "malformed", id="malformed"),
@@ -105,13 +119,21 @@ def test_sanitize_fixes_names_and_layouts():
         "encoder.model.0.conv.conv.weight": mx.zeros((64, 1, 7)),
         "decoder.model.2.convtr.convtr.weight": mx.zeros((1024, 512, 16)),
         "upsample.convtr.convtr.convtr.weight": mx.zeros((512, 1, 4)),
-        "encoder_transformer.transformer.layers.0.self_attn.in_proj_weight": mx.zeros((96, 32)),
-        "decoder_transformer.transformer.layers.1.self_attn.in_projs.0.weight": mx.zeros((96, 32)),
-        "decoder_transformer.transformer.layers.1.self_attn.out_projs.0.weight": mx.zeros((32, 32)),
+        "encoder_transformer.transformer.layers.0.self_attn.in_proj_weight": mx.zeros(
+            (96, 32)
+        ),
+        "decoder_transformer.transformer.layers.1.self_attn.in_projs.0.weight": mx.zeros(
+            (96, 32)
+        ),
+        "decoder_transformer.transformer.layers.1.self_attn.out_projs.0.weight": mx.zeros(
+            (32, 32)
+        ),
         "quantizer.rvq_first.input_proj.weight": mx.zeros((256, 512, 1)),
         "encoder_transformer.transformer.layers.0.linear1.weight": mx.zeros((128, 32)),
         "encoder_transformer.transformer.layers.0.linear2.weight": mx.zeros((32, 128)),
-        "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum": mx.array([[2.0, 4.0], [3.0, 3.0]]),
+        "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum": mx.array(
+            [[2.0, 4.0], [3.0, 3.0]]
+        ),
         "quantizer.rvq_first.vq.layers.0._codebook.cluster_usage": mx.array([2.0, 0.0]),
         "quantizer.rvq_first.vq.layers.0._codebook._initialized": mx.array([1.0]),
     }
@@ -136,7 +158,9 @@ def test_sanitize_fixes_names_and_layouts():
 
 def test_sanitize_moves_conv_values_to_matmul_layouts():
     w = mx.arange(2 * 3 * 4).reshape(2, 3, 4)  # PyTorch conv [out, in, k]
-    out = sanitize({"encoder.model.0.conv.conv.weight": w})["encoder.model.0.conv.conv.weight"]
+    out = sanitize({"encoder.model.0.conv.conv.weight": w})[
+        "encoder.model.0.conv.conv.weight"
+    ]
     assert out[3, 2, 1].item() == w[1, 2, 3].item()  # [k, in, out]
     w = mx.arange(2 * 3 * 4).reshape(2, 3, 4)  # PyTorch transposed conv [in, out, k]
     key = "decoder.model.2.convtr.convtr.weight"
@@ -163,7 +187,9 @@ def test_official_size_key_set_matches_checkpoint_count():
     assert "encoder.model.10.block.3.conv.conv.bias" in keys
 
 
-def test_missing_and_unexpected_keys_name_the_file(tmp_path, mimi_fixtures, small_config):
+def test_missing_and_unexpected_keys_name_the_file(
+    tmp_path, mimi_fixtures, small_config
+):
     weights = mx.load(str(mimi_fixtures / "mimi_small.safetensors"))
     weights.pop("decoder.model.14.conv.conv.bias")
     weights["extra.weight"] = mx.zeros((1,))
@@ -182,7 +208,9 @@ def test_shape_mismatch_names_the_key(tmp_path, mimi_fixtures, small_config):
     weights["decoder.model.0.conv.conv.weight"] = mx.zeros((64, 32, 5))
     path = tmp_path / "misshapen.safetensors"
     mx.save_safetensors(str(path), weights)
-    with pytest.raises(WeightsError, match=r"shape mismatch: decoder\.model\.0\.conv\.conv\.weight"):
+    with pytest.raises(
+        WeightsError, match=r"shape mismatch: decoder\.model\.0\.conv\.conv\.weight"
+    ):
         load_mimi(path, small_config)
 
 
@@ -201,24 +229,38 @@ def test_encoder_intermediates(mimi, ref):
     seanet = mimi.encoder(x)
     transformer = mimi.encoder_transformer.transformer(seanet)
     latent = mimi.downsample.conv(transformer)
-    for got, name in ((seanet, "enc_seanet"), (transformer, "enc_transformer"), (latent, "enc_latent")):
-        np.testing.assert_allclose(np.array(got).transpose(0, 2, 1), ref[name], atol=ATOL, err_msg=name)
+    for got, name in (
+        (seanet, "enc_seanet"),
+        (transformer, "enc_transformer"),
+        (latent, "enc_latent"),
+    ):
+        np.testing.assert_allclose(
+            np.array(got).transpose(0, 2, 1), ref[name], atol=ATOL, err_msg=name
+        )
 
 
 def test_decoder_intermediates(mimi, ref):
     latent = mimi.quantizer.decode(mx.array(ref["codes_batch"]).transpose(0, 2, 1))
     upsampled = mimi.upsample.convtr(latent)
     transformer = mimi.decoder_transformer.transformer(upsampled)
-    pairs = ((latent, "dec_latent"), (upsampled, "dec_upsampled"), (transformer, "dec_transformer"))
+    pairs = (
+        (latent, "dec_latent"),
+        (upsampled, "dec_upsampled"),
+        (transformer, "dec_transformer"),
+    )
     for got, name in pairs:
-        np.testing.assert_allclose(np.array(got).transpose(0, 2, 1), ref[name], atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(
+            np.array(got).transpose(0, 2, 1), ref[name], atol=ATOL, err_msg=name
+        )
 
 
 def test_batch_encode_decode_match_reference(mimi, ref):
     codes = np.array(mimi.encode(mx.array(ref["pcm"][:, 0])))
     assert codes.dtype == np.int32
     np.testing.assert_array_equal(codes, ref["codes_batch"])
-    _assert_pcm_close(np.array(mimi.decode(mx.array(ref["codes_batch"]))), ref["pcm_out_batch"][:, 0])
+    _assert_pcm_close(
+        np.array(mimi.decode(mx.array(ref["codes_batch"]))), ref["pcm_out_batch"][:, 0]
+    )
 
 
 def test_streaming_encode_decode_match_reference(mimi, ref):
@@ -226,14 +268,21 @@ def test_streaming_encode_decode_match_reference(mimi, ref):
     _assert_pcm_close(_stream_decode(mimi, ref["codes"]), ref["pcm_out"][:, 0])
 
 
-def test_streaming_with_short_context_matches_reference(mimi_fixtures, small_config, ref):
+def test_streaming_with_short_context_matches_reference(
+    mimi_fixtures, small_config, ref
+):
     """Context 16: the ring cache's streaming rule (query p sees context - 1 keys) matters here."""
     cfg = dataclasses.replace(
-        small_config, transformer=dataclasses.replace(small_config.transformer, context=16)
+        small_config,
+        transformer=dataclasses.replace(small_config.transformer, context=16),
     )
     mimi16 = load_mimi(mimi_fixtures / "mimi_small.safetensors", cfg)
-    np.testing.assert_array_equal(_stream_encode(mimi16, ref["pcm"][:, 0]), ref["codes_ctx16"])
-    _assert_pcm_close(_stream_decode(mimi16, ref["codes_ctx16"]), ref["pcm_out_ctx16"][:, 0])
+    np.testing.assert_array_equal(
+        _stream_encode(mimi16, ref["pcm"][:, 0]), ref["codes_ctx16"]
+    )
+    _assert_pcm_close(
+        _stream_decode(mimi16, ref["codes_ctx16"]), ref["pcm_out_ctx16"][:, 0]
+    )
 
 
 def test_batch_equals_streaming(mimi, ref):
@@ -251,7 +300,11 @@ def test_multi_frame_steps_and_batch_of_two(mimi, ref):
     two = mx.array(np.concatenate([pcm, pcm[:, ::-1]], axis=0))  # (2, T)
     state = mimi.make_encoder_state(batch=2)
     codes = mx.concatenate(
-        [mimi.encode_step(two[:, :3840], state), mimi.encode_step(two[:, 3840:], state)], axis=-1
+        [
+            mimi.encode_step(two[:, :3840], state),
+            mimi.encode_step(two[:, 3840:], state),
+        ],
+        axis=-1,
     )
     np.testing.assert_array_equal(np.array(codes), np.array(mimi.encode(two)))
     assert codes.shape == (2, 8, 6)
@@ -264,7 +317,9 @@ def test_reset_restarts_both_streams(mimi, ref):
     first = _stream_encode(mimi, pcm[:, : 5 * 1920], stream)
     _stream_decode(mimi, ref["codes"][:, :, :5], stream)
     stream.reset()
-    np.testing.assert_array_equal(_stream_encode(mimi, pcm[:, : 5 * 1920], stream), first)
+    np.testing.assert_array_equal(
+        _stream_encode(mimi, pcm[:, : 5 * 1920], stream), first
+    )
     _assert_pcm_close(_stream_decode(mimi, ref["codes"], stream), ref["pcm_out"][:, 0])
 
 
@@ -289,12 +344,16 @@ def test_codebook_count(mimi_fixtures, small_config, mimi, ref):
     all16 = np.array(mimi.encode(pcm, num_codebooks=16))
     assert all16.shape == (1, 16, 19)
     np.testing.assert_array_equal(all16[:, :8], ref["codes"])  # RVQ levels are nested
-    four = load_mimi(mimi_fixtures / "mimi_small.safetensors", small_config, num_codebooks=4)
+    four = load_mimi(
+        mimi_fixtures / "mimi_small.safetensors", small_config, num_codebooks=4
+    )
     assert four.num_codebooks == 4 and four.max_codebooks == 16
     np.testing.assert_array_equal(np.array(four.encode(pcm)), ref["codes"][:, :4])
     assert np.array(MimiStream(four).encode(pcm[:, :1920])).shape == (1, 4)
     with pytest.raises(ConfigError, match="1..16"):
-        load_mimi(mimi_fixtures / "mimi_small.safetensors", small_config, num_codebooks=17)
+        load_mimi(
+            mimi_fixtures / "mimi_small.safetensors", small_config, num_codebooks=17
+        )
     with pytest.raises(ConfigError, match="1..16"):
         mimi.encode(pcm, num_codebooks=0)
 
@@ -308,7 +367,9 @@ def test_codebook_count(mimi_fixtures, small_config, mimi, ref):
 )
 def test_reduced_precision(mimi_fixtures, small_config, ref, dtype, level0, snr_db):
     """Half precision: codes compared by match rate, audio by SNR (README: float32 bounds don't apply)."""
-    half = load_mimi(mimi_fixtures / "mimi_small.safetensors", small_config, dtype=dtype)
+    half = load_mimi(
+        mimi_fixtures / "mimi_small.safetensors", small_config, dtype=dtype
+    )
     assert half.encoder.model[0].conv.conv.weight.dtype == dtype
     codes = np.array(half.encode(mx.array(ref["pcm"][:, 0])))
     assert (codes[:, 0] == ref["codes"][:, 0]).mean() >= level0

@@ -15,20 +15,28 @@ def register(subparsers) -> None:
         help="encode and decode an audio file with the streaming Mimi codec",
         description=__doc__,
     )
-    parser.add_argument("input", type=Path, help="WAV/FLAC file, any sample rate or channels")
-    parser.add_argument("output", type=Path, help="WAV file for the 24 kHz reconstruction")
+    parser.add_argument(
+        "input", type=Path, help="WAV/FLAC file, any sample rate or channels"
+    )
+    parser.add_argument(
+        "output", type=Path, help="WAV file for the 24 kHz reconstruction"
+    )
     parser.add_argument(
         "--mimi-weight",
         type=Path,
         help="local Mimi .safetensors (default: download the official file from Hugging Face)",
     )
-    parser.add_argument("--mimi-config", type=Path, help="Mimi config JSON (default: official)")
+    parser.add_argument(
+        "--mimi-config", type=Path, help="Mimi config JSON (default: official)"
+    )
     parser.add_argument(
         "--num-codebooks",
         type=_positive_int,
         help="codebooks to use, 1 up to the checkpoint's 32 (default 8, as Moshi)",
     )
-    parser.add_argument("--codes", type=Path, help="also save the codes as int32 [n_q, frames] .npy")
+    parser.add_argument(
+        "--codes", type=Path, help="also save the codes as int32 [n_q, frames] .npy"
+    )
     parser.add_argument(
         "--offline",
         action="store_true",
@@ -41,7 +49,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -63,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
             num_codebooks=args.num_codebooks,
             codes_path=args.codes,
             offline=args.offline,
-            on_frame=lambda done, total: progress.update(task, completed=done, total=total),
+            on_frame=lambda done, total: progress.update(
+                task, completed=done, total=total
+            ),
         )
     n_q = result.codes.shape[0]
     print(f"frames: {result.frames} ({n_q} codebooks), wrote {args.output}")

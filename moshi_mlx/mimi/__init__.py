@@ -4,4 +4,12 @@ from .config import MimiConfig
 from .model import MIMI_FILENAME, MIMI_REPO, Mimi, load_mimi, sanitize
 from .stream import MimiStream
 
-__all__ = ["MIMI_FILENAME", "MIMI_REPO", "Mimi", "MimiConfig", "MimiStream", "load_mimi", "sanitize"]
+__all__ = [
+    "MIMI_FILENAME",
+    "MIMI_REPO",
+    "Mimi",
+    "MimiConfig",
+    "MimiStream",
+    "load_mimi",
+    "sanitize",
+]

@@ -22,7 +22,12 @@ class SeanetConfig:
     channels: int = 1
     dimension: int = 512
     n_filters: int = 64
-    ratios: tuple[int, ...] = (8, 6, 5, 4)  # decoder order; the encoder uses the reverse
+    ratios: tuple[int, ...] = (
+        8,
+        6,
+        5,
+        4,
+    )  # decoder order; the encoder uses the reverse
     kernel_size: int = 7
     last_kernel_size: int = 3
     residual_kernel_size: int = 3
@@ -110,10 +115,21 @@ class MimiConfig:
             _require(source, "seanet.causal", seanet.get("causal", True), True)
             _require(source, "seanet.norm", seanet.get("norm", "none"), "none")
             _require(source, "seanet.true_skip", seanet.get("true_skip", True), True)
-            _require(source, "seanet.activation", seanet.get("activation", "ELU"), "ELU")
-            _require(source, "transformer.causal", transformer.get("causal", True), True)
-            _require(source, "transformer.gating", transformer.get("gating", "none"), "none")
-            _require(source, "transformer.norm", transformer.get("norm", "layer_norm"), "layer_norm")
+            _require(
+                source, "seanet.activation", seanet.get("activation", "ELU"), "ELU"
+            )
+            _require(
+                source, "transformer.causal", transformer.get("causal", True), True
+            )
+            _require(
+                source, "transformer.gating", transformer.get("gating", "none"), "none"
+            )
+            _require(
+                source,
+                "transformer.norm",
+                transformer.get("norm", "layer_norm"),
+                "layer_norm",
+            )
             _require(
                 source,
                 "transformer.positional_embedding",
@@ -122,7 +138,9 @@ class MimiConfig:
             )
             seanet_cfg = _pick(SeanetConfig, seanet)
             if seanet_cfg.pad_mode not in ("constant", "replicate"):
-                raise ConfigError(f"{source}: unsupported seanet.pad_mode {seanet_cfg.pad_mode!r}")
+                raise ConfigError(
+                    f"{source}: unsupported seanet.pad_mode {seanet_cfg.pad_mode!r}"
+                )
             config = cls(
                 sample_rate=int(data.get("sample_rate", cls.sample_rate)),
                 frame_rate=float(data.get("frame_rate", cls.frame_rate)),
@@ -162,9 +180,13 @@ class MimiConfig:
                 f"multiple of the SEANet hop {hop}"
             )
         if self.transformer.d_model != self.seanet.dimension:
-            raise ConfigError(f"{source}: transformer.d_model must equal seanet.dimension")
+            raise ConfigError(
+                f"{source}: transformer.d_model must equal seanet.dimension"
+            )
         if self.quantizer.input_dimension != self.seanet.dimension:
-            raise ConfigError(f"{source}: quantizer.input_dimension must equal seanet.dimension")
+            raise ConfigError(
+                f"{source}: quantizer.input_dimension must equal seanet.dimension"
+            )
         if not 1 <= self.num_codebooks <= self.max_codebooks:
             raise ConfigError(
                 f"{source}: num_codebooks must be in 1..{self.max_codebooks}, "
@@ -174,7 +196,9 @@ class MimiConfig:
 
 def _require(source: str, key: str, value: object, wanted: object) -> None:
     if value != wanted:
-        raise ConfigError(f"{source}: {key}={value!r} is not supported (only {wanted!r})")
+        raise ConfigError(
+            f"{source}: {key}={value!r} is not supported (only {wanted!r})"
+        )
 
 
 def _pick(cls: type, data: dict):

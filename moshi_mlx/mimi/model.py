@@ -10,7 +10,13 @@ import mlx.nn as nn
 
 from ..errors import ConfigError
 from ..modules.attention import KVCache
-from ..modules.conv import ConvState, ConvTrState, Nest, StreamingConv1d, StreamingConvTranspose1d
+from ..modules.conv import (
+    ConvState,
+    ConvTrState,
+    Nest,
+    StreamingConv1d,
+    StreamingConvTranspose1d,
+)
 from ..weights import load_safetensors, load_strict
 from .config import MimiConfig
 from .quantizer import SplitResidualVectorQuantizer, codebook_arrays
@@ -49,11 +55,15 @@ class Mimi(nn.Module):
     `make_encoder_state` / `make_decoder_state` (see `MimiStream`).
     """
 
-    def __init__(self, config: MimiConfig | None = None, num_codebooks: int | None = None):
+    def __init__(
+        self, config: MimiConfig | None = None, num_codebooks: int | None = None
+    ):
         super().__init__()
         cfg = config or MimiConfig.official()
         self.config = cfg
-        self.num_codebooks = cfg.num_codebooks if num_codebooks is None else num_codebooks
+        self.num_codebooks = (
+            cfg.num_codebooks if num_codebooks is None else num_codebooks
+        )
         self._check_codebooks(self.num_codebooks)
         dim, stride = cfg.seanet.dimension, cfg.resample_stride
         self.encoder = SeanetEncoder(cfg.seanet)
@@ -63,7 +73,9 @@ class Mimi(nn.Module):
         downsample = StreamingConv1d(
             dim, dim, 2 * stride, stride=stride, bias=False, pad_mode="replicate"
         )
-        upsample = StreamingConvTranspose1d(dim, dim, 2 * stride, stride, groups=dim, bias=False)
+        upsample = StreamingConvTranspose1d(
+            dim, dim, 2 * stride, stride, groups=dim, bias=False
+        )
         self.downsample = Nest(conv=downsample)
         self.upsample = Nest(convtr=upsample)
         self.quantizer = SplitResidualVectorQuantizer(cfg.quantizer)
@@ -101,7 +113,9 @@ class Mimi(nn.Module):
     ) -> mx.array:
         """Continue a stream: audio (B, n * frame_size) -> codes (B, K, n)."""
         if pcm.shape[-1] % self.frame_size:
-            raise ValueError(f"streaming input must be a multiple of {self.frame_size} samples")
+            raise ValueError(
+                f"streaming input must be a multiple of {self.frame_size} samples"
+            )
         return self._encode(pcm, state, num_codebooks)
 
     def decode_step(self, codes: mx.array, state: DecoderState) -> mx.array:
@@ -129,18 +143,26 @@ class Mimi(nn.Module):
     ) -> mx.array:
         n = self.num_codebooks if num_codebooks is None else num_codebooks
         self._check_codebooks(n)
+        stream = state is not None  # else a whole sequence from its start
         x = pcm[:, :, None].astype(self._dtype)  # (B, T, 1)
-        x = self.encoder(x, state and state.seanet)  # (B, T / 960, D)
-        x = self.encoder_transformer.transformer(x, state and state.transformer)
-        x = self.downsample.conv(x, state and state.downsample)  # (B, F, D)
+        x = self.encoder(x, state.seanet if stream else None)  # (B, T / 960, D)
+        x = self.encoder_transformer.transformer(
+            x, state.transformer if stream else None
+        )
+        x = self.downsample.conv(x, state.downsample if stream else None)  # (B, F, D)
         codes = self.quantizer.encode(x.astype(mx.float32), n)  # (B, F, K)
         return codes.transpose(0, 2, 1)
 
     def _decode(self, codes: mx.array, state: DecoderState | None) -> mx.array:
-        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(self._dtype)  # (B, F, D)
-        x = self.upsample.convtr(x, state and state.upsample)  # (B, 2F, D)
-        x = self.decoder_transformer.transformer(x, state and state.transformer)
-        x = self.decoder(x, state and state.seanet)  # (B, F * 1920, 1)
+        stream = state is not None  # else a whole sequence from its start
+        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(
+            self._dtype
+        )  # (B, F, D)
+        x = self.upsample.convtr(x, state.upsample if stream else None)  # (B, 2F, D)
+        x = self.decoder_transformer.transformer(
+            x, state.transformer if stream else None
+        )
+        x = self.decoder(x, state.seanet if stream else None)  # (B, F * 1920, 1)
         return x[:, :, 0]
 
     @property
@@ -176,7 +198,10 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
             value = value.transpose(2, 1, 0)
         elif key.endswith(".convtr.weight") and value.ndim == 3:
             value = value.transpose(0, 2, 1)
-        elif key.endswith(("input_proj.weight", "output_proj.weight")) and value.ndim == 3:
+        elif (
+            key.endswith(("input_proj.weight", "output_proj.weight"))
+            and value.ndim == 3
+        ):
             value = value[:, :, 0]
         elif key.endswith(".linear2.weight") and value.ndim == 2:
             value = value.T

@@ -24,7 +24,9 @@ class Codebook(nn.Module):
 
     def __init__(self, bins: int, dim: int):
         super().__init__()
-        self.embedding, self.half_sq_norm = codebook_arrays(mx.random.normal((bins, dim)))
+        self.embedding, self.half_sq_norm = codebook_arrays(
+            mx.random.normal((bins, dim))
+        )
 
     def encode(self, x: mx.array) -> mx.array:
         """(..., dim) -> (...) index of the nearest centroid (Euclidean)."""

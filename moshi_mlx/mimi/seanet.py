@@ -10,7 +10,12 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..modules.conv import ConvState, ConvTrState, StreamingConv1d, StreamingConvTranspose1d
+from ..modules.conv import (
+    ConvState,
+    ConvTrState,
+    StreamingConv1d,
+    StreamingConvTranspose1d,
+)
 from .activations import elu
 from .config import SeanetConfig
 
@@ -27,12 +32,16 @@ class ELU(nn.Module):
 class ResidualBlock(nn.Module):
     """x + conv1x1(ELU(conv_k(ELU(x)))): checkpoint indices block.{0..3}."""
 
-    def __init__(self, dim: int, kernel_size: int, dilation: int, compress: int, pad_mode: str):
+    def __init__(
+        self, dim: int, kernel_size: int, dilation: int, compress: int, pad_mode: str
+    ):
         super().__init__()
         hidden = dim // compress
         self.block = [
             ELU(),
-            StreamingConv1d(dim, hidden, kernel_size, dilation=dilation, pad_mode=pad_mode),
+            StreamingConv1d(
+                dim, hidden, kernel_size, dilation=dilation, pad_mode=pad_mode
+            ),
             ELU(),
             StreamingConv1d(hidden, dim, 1, pad_mode=pad_mode),
         ]
@@ -92,12 +101,16 @@ class SeanetEncoder(nn.Module):
             layers += _residual_blocks(cfg, width)
             layers += [
                 ELU(),
-                StreamingConv1d(width, 2 * width, 2 * ratio, stride=ratio, pad_mode=pad),
+                StreamingConv1d(
+                    width, 2 * width, 2 * ratio, stride=ratio, pad_mode=pad
+                ),
             ]
             mult *= 2
         layers += [
             ELU(),
-            StreamingConv1d(mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size, pad_mode=pad),
+            StreamingConv1d(
+                mult * cfg.n_filters, cfg.dimension, cfg.last_kernel_size, pad_mode=pad
+            ),
         ]
         self.model = layers
 
@@ -117,16 +130,23 @@ class SeanetDecoder(nn.Module):
         mult = 2 ** len(cfg.ratios)
         pad = cfg.pad_mode
         layers: list[nn.Module] = [
-            StreamingConv1d(cfg.dimension, mult * cfg.n_filters, cfg.kernel_size, pad_mode=pad)
+            StreamingConv1d(
+                cfg.dimension, mult * cfg.n_filters, cfg.kernel_size, pad_mode=pad
+            )
         ]
         for ratio in cfg.ratios:
             width = mult * cfg.n_filters
-            layers += [ELU(), StreamingConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio)]
+            layers += [
+                ELU(),
+                StreamingConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio),
+            ]
             layers += _residual_blocks(cfg, width // 2)
             mult //= 2
         layers += [
             ELU(),
-            StreamingConv1d(cfg.n_filters, cfg.channels, cfg.last_kernel_size, pad_mode=pad),
+            StreamingConv1d(
+                cfg.n_filters, cfg.channels, cfg.last_kernel_size, pad_mode=pad
+            ),
         ]
         self.model = layers
 

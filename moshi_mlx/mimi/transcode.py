@@ -106,5 +106,7 @@ def transcode_file(
             with open(codes_path, "wb") as f:
                 np.save(f, result.codes)
         except OSError as exc:
-            raise MoshiError(f"cannot write codes to {codes_path}: {exc.strerror or exc}") from None
+            raise MoshiError(
+                f"cannot write codes to {codes_path}: {exc.strerror or exc}"
+            ) from None
     return result

@@ -44,7 +44,9 @@ class TransformerLayer(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         d = cfg.d_model
-        self.self_attn = MultiHeadAttention(d, cfg.num_heads, cfg.max_period, cfg.context)
+        self.self_attn = MultiHeadAttention(
+            d, cfg.num_heads, cfg.max_period, cfg.context
+        )
         self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.linear1 = nn.Linear(d, cfg.dim_feedforward, bias=False)

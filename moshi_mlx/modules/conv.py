@@ -26,7 +26,9 @@ import mlx.nn as nn
 class ConvParams(nn.Module):
     """Weight and optional bias of one convolution (the innermost checkpoint level)."""
 
-    def __init__(self, weight_shape: tuple[int, ...], fan_in: int, out_channels: int, bias: bool):
+    def __init__(
+        self, weight_shape: tuple[int, ...], fan_in: int, out_channels: int, bias: bool
+    ):
         super().__init__()
         bound = fan_in**-0.5
         self.weight = mx.random.uniform(-bound, bound, weight_shape)
@@ -82,7 +84,9 @@ class StreamingConv1d(nn.Module):
         self.pad_mode = pad_mode
         self.padding = (kernel_size - 1) * dilation + 1 - stride  # Ke - S
         shape = (kernel_size, in_channels, out_channels)
-        self.conv = Nest(conv=ConvParams(shape, kernel_size * in_channels, out_channels, bias))
+        self.conv = Nest(
+            conv=ConvParams(shape, kernel_size * in_channels, out_channels, bias)
+        )
 
     def __call__(self, x: mx.array, state: ConvState | None = None) -> mx.array:
         """(B, T, C_in) -> (B, T', C_out); with `state`, continue the stream it holds."""
@@ -98,7 +102,9 @@ class StreamingConv1d(nn.Module):
             windows = x[:, : steps * self.stride : self.stride]
         else:  # unfold: window t holds samples t*S + j*d for j < k
             strides = (length * cin, self.stride * cin, self.dilation * cin, 1)
-            windows = mx.as_strided(x, (b, steps, k, cin), strides).reshape(b, steps, k * cin)
+            windows = mx.as_strided(x, (b, steps, k, cin), strides).reshape(
+                b, steps, k * cin
+            )
         y = windows @ params.weight.reshape(k * cin, cout)
         if state is not None:
             state.buffer = x[:, steps * self.stride :]
@@ -131,12 +137,16 @@ class StreamingConvTranspose1d(nn.Module):
         bias: bool = True,
     ):
         super().__init__()
-        if groups not in (1, in_channels) or (groups > 1 and out_channels != in_channels):
+        if groups not in (1, in_channels) or (
+            groups > 1 and out_channels != in_channels
+        ):
             raise ValueError("only dense or depthwise transposed convs are supported")
         self.stride = stride
         self.kernel_size = kernel_size
         self.depthwise = groups > 1
-        self.blocks = -(-kernel_size // stride)  # output blocks of S touched by one input
+        self.blocks = -(
+            -kernel_size // stride
+        )  # output blocks of S touched by one input
         shape = (in_channels, kernel_size, out_channels // groups)
         fan_in = kernel_size * out_channels // groups
         self.convtr = Nest(convtr=ConvParams(shape, fan_in, out_channels, bias))
