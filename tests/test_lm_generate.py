@@ -132,3 +132,22 @@ def test_user_stream_alignment(model, alignment, shift):
             assert got[j] == (64 if padded else codes[frame, j].item()), (t, j)
     with pytest.raises(ValueError, match="alignment"):
         LmGen(model, alignment="torch")
+
+
+def test_dropping_the_generator_frees_the_model(lm_fixtures):
+    """No reference cycles: weights and caches go as soon as the last reference does."""
+    import gc
+
+    cfg = LmConfig.from_json(lm_fixtures / "config.json")
+    gc.collect()
+    gc.disable()
+    try:
+        before = mx.get_active_memory()
+        model = load_lm(lm_fixtures / "model.safetensors", cfg, mx.float32)
+        gen = LmGen(model, seed=0, compile=True)
+        gen.step(mx.zeros((8,), mx.int32)).text_token
+        assert mx.get_active_memory() > before + 5_000_000  # float32 weights
+        del gen, model
+        assert mx.get_active_memory() < before + 100_000
+    finally:
+        gc.enable()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 
 import mlx.core as mx
 import numpy as np
@@ -94,7 +95,8 @@ class LmGen:
         self._cache = model.make_cache(1)
         if compile is None:
             compile = mx.default_device().type == mx.DeviceType.gpu
-        frame = self._depformer_frame
+        # a plain function of (h, text, key), holding no reference to self
+        frame = partial(sample_depformer, model, self.audio_sampler)
         self._depformer = mx.compile(frame) if compile else frame
         self.reset()
 
@@ -155,9 +157,10 @@ class LmGen:
         mx.async_eval(*pending, *([] if frame is None else [frame]))
         return FrameOut(text, frame)
 
-    def _depformer_frame(self, h: mx.array, text: mx.array, key: mx.array) -> mx.array:
-        """Moshi's audio tokens (1, dep_q) from temporal output `h` and the text."""
-        keys = mx.random.split(key, self.model.cfg.dep_q)
-        return self.model.depformer(
-            h, text, lambda k, logits: self.audio_sampler(logits, keys[k])
-        )
+
+def sample_depformer(
+    model: Lm, sampler: Sampler, h: mx.array, text: mx.array, key: mx.array
+) -> mx.array:
+    """Moshi's audio tokens (1, dep_q) from temporal output `h` and the text token."""
+    keys = mx.random.split(key, model.cfg.dep_q)
+    return model.depformer(h, text, lambda k, logits: sampler(logits, keys[k]))
