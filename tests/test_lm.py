@@ -310,3 +310,19 @@ def test_load_reports_progress(cfg, lm_fixtures):
         progress=lambda d, t: seen.append((d, t)),
     )
     assert seen[0] == (1, 379) and seen[-1] == (379, 379)
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "model.q4.safetensors"])
+def test_zero_token_contributes_nothing(cfg, lm_fixtures, weights):
+    """Input id -1 adds an exact zero vector (kept for quantized embeddings too)."""
+    model = load_lm(lm_fixtures / weights, cfg, mx.float32)
+    audio = mx.array([[64] * 16])
+    with_zero = mx.array([[-1] + [64] * 15])
+    a = model.temporal(mx.array([100]), with_zero, model.make_cache())
+    # the same frame with stream 0's embedding table zeroed out
+    table = model.audio_embs[0]
+    saved = dict(table.parameters())
+    table.update({k: mx.zeros_like(v) for k, v in saved.items()})
+    b = model.temporal(mx.array([100]), audio, model.make_cache())
+    table.update(saved)
+    np.testing.assert_array_equal(np.array(a), np.array(b))
