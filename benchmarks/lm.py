@@ -165,7 +165,7 @@ def main() -> None:
         default="auto",
         help="mx.compile the depformer frame (auto: on GPUs only)",
     )
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/lm.json"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/out/lm.json"))
     args = parser.parse_args()
 
     cfg = dataclasses.replace(LmConfig.moshi_7b(), num_layers=args.layers)
