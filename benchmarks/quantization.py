@@ -1,6 +1,6 @@
-"""Quantization levels side by side: the same code as `python cli.py bench` (see its --help).
+"""Quantization levels side by side: the same code as `python cli.py bench` (--help).
 
-uv run python benchmarks/quantization.py --layers 1 --json benchmarks/out/quantization.json
+Example: `uv run python benchmarks/quantization.py --layers 1 --json out.json`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Quantization benchmark: fixture Moshi end to end through `cli.py bench`, levels, metrics, errors."""
+"""Quantization benchmark: fixture Moshi end to end via `cli.py bench`; parts."""
 
 from __future__ import annotations
 
@@ -132,16 +132,22 @@ def test_output_tables_notes_and_plot(fixture_run):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+ERRORS = [
+    (["--levels", "q3g7"], "level 'q3g7' cannot be built", "group-7"),
+    (
+        ["--levels", "q4", "q4g128"],
+        "level 'q4g128' cannot be built: group size 128 does not divide",
+        "undivided",
+    ),
+    (["--levels", "q4x"], "level 'q4x' is not known", "unknown"),
+    (["--quantized", "4"], "--quantized does not apply", "quantized-flag"),
+    (["--layers", "3"], "--layers must be in 1..2", "too-many-layers"),
+]
+
+
 @pytest.mark.parametrize(
-    "args, message",
-    [
-        pytest.param(["--levels", "q3g7"], "level 'q3g7' cannot be built", id="group-7"),
-        pytest.param(["--levels", "q4", "q4g128"], "level 'q4g128' cannot be built: group size 128 does not divide", id="undivided"),
-        pytest.param(["--levels", "q4x"], "level 'q4x' is not known", id="unknown"),
-        pytest.param(["--quantized", "4"], "--quantized does not apply", id="quantized-flag"),
-        pytest.param(["--layers", "3"], "--layers must be in 1..2", id="too-many-layers"),
-    ],
-)  # fmt: skip
+    "args, message", [pytest.param(a, m, id=i) for a, m, i in ERRORS]
+)
 def test_cli_errors_are_one_line(fixture_flags, args, message):
     result = cli_bench(*fixture_flags, *args)
     assert result.returncode == 2

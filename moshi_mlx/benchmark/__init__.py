@@ -1,4 +1,4 @@
-"""Quantization benchmark: speed, memory and quality of the LM at each quantization level.
+"""Quantization benchmark: speed, memory and quality of the LM at each quantization.
 
 `bench(...)` is what `cli.py bench` and `benchmarks/quantization.py` run;
 `run_benchmark(...)` returns the figures without printing anything.
@@ -33,7 +33,7 @@ def bench(
     json_path: Path | None = None,
     plot_path: Path | None = None,
 ) -> dict:
-    """Run the benchmark with progress bars, print the tables, write the JSON and the chart."""
+    """Run with progress bars, print the tables, write the JSON and the chart."""
     with RichProgress() as progress:
         results = run_benchmark(request, sampling, options, progress)
     print_report(results)

@@ -1,4 +1,4 @@
-"""Quantization levels the benchmark compares, and how each turns float LM weights into its own.
+"""Quantization levels the benchmark compares, and how each quantizes float LM weights.
 
 A level quantizes two parts of the LM separately: the temporal transformer
 layers (`transformer.*`, the bulk of the 7B) and the rest (embeddings, text
@@ -34,7 +34,7 @@ class Level:
 
     @property
     def published(self) -> str | None:
-        """Kyutai's `--quantized` flag when they publish this exact format, else None."""
+        """Kyutai's `--quantized` flag if they publish this exact format, else None."""
         if self.temporal != self.rest:
             return None
         for flag, quant in QUANTIZATIONS.items():
@@ -72,13 +72,14 @@ _GENERIC = re.compile(r"q(\d+)(?:g(\d+))?")
 
 
 def parse_level(name: str) -> Level:
-    """A level by name (see NAMED_LEVELS) or as qBITS[gGROUP]; ConfigError naming it if invalid."""
+    """A level by name (NAMED_LEVELS) or qBITS[gGROUP]; ConfigError names a bad one."""
     if name in NAMED_LEVELS:
         return NAMED_LEVELS[name]
     match = _GENERIC.fullmatch(name)
     if match is None:
         raise ConfigError(
-            f"level {name!r} is not known; use {', '.join(NAMED_LEVELS)} or qBITSgGROUP "
+            f"level {name!r} is not known; use {', '.join(NAMED_LEVELS)} or "
+            "qBITSgGROUP "
             "(e.g. q5g32)"
         )
     bits_group = (int(match[1]), int(match[2] or DEFAULT_GROUP))
@@ -90,7 +91,7 @@ def parse_level(name: str) -> Level:
 
 
 def level_spec(level: Level, float_shapes: dict[str, tuple[int, ...]]) -> QuantSpec:
-    """Layer path -> (bits, group) that `level` gives a model with these float parameter shapes.
+    """Layer path -> (bits, group) that `level` gives a model with these float shapes.
 
     A ConfigError names the level when its group size does not divide the input
     width of a layer it quantizes.
@@ -102,8 +103,9 @@ def level_spec(level: Level, float_shapes: dict[str, tuple[int, ...]]) -> QuantS
             continue
         if shape[-1] % bits_group[1]:
             raise ConfigError(
-                f"level {level.name!r} cannot be built: group size {bits_group[1]} does "
-                f"not divide the input width {shape[-1]} of {key}; choose a smaller group"
+                f"level {level.name!r} cannot be built: group size {bits_group[1]} "
+                f"does not divide the input width {shape[-1]} of {key}; choose a "
+                "smaller group"
             )
         spec[key[: -len(".weight")]] = bits_group
     return spec
@@ -112,7 +114,7 @@ def level_spec(level: Level, float_shapes: dict[str, tuple[int, ...]]) -> QuantS
 def quantize_for_level(
     weights: dict[str, mx.array], level: Level
 ) -> dict[str, mx.array]:
-    """Quantize float weights (lazily) as `level` says; norms and other 1-D tensors stay float."""
+    """Quantize float weights (lazily) as `level` says; norms stay float."""
     parts: dict[BitsGroup | None, dict[str, mx.array]] = {}
     for key, value in weights.items():
         parts.setdefault(level.bits_group_for(key), {})[key] = value

@@ -1,4 +1,4 @@
-"""Numbers the benchmark reports: timing statistics, token agreement, KL divergence, SNR, mel distance.
+"""The benchmark's numbers: timing, token agreement, KL divergence, SNR, mel distance.
 
 Pure numpy; no model code.
 """
@@ -24,7 +24,7 @@ def timing(ms: np.ndarray) -> dict[str, float]:
 
 
 def top1_agreement(reference: np.ndarray, other: np.ndarray) -> float:
-    """Share of positions whose argmax over the last axis is the same in both logit arrays."""
+    """Share of positions whose argmax (last axis) is the same in both logit arrays."""
     return float(np.mean(reference.argmax(-1) == other.argmax(-1)))
 
 
@@ -35,21 +35,21 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def mean_kl(reference: np.ndarray, other: np.ndarray) -> float:
-    """Mean over positions of KL(softmax(reference) || softmax(other)), in nats (temperature 1)."""
+    """Mean over positions of KL(softmax(reference) || softmax(other)) in nats."""
     log_p, log_q = _log_softmax(reference), _log_softmax(other)
     kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=-1)
     return float(np.maximum(kl, 0.0).mean())  # rounding can leave -1e-17 where p == q
 
 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Signal-to-noise ratio of `estimate` against `reference` in dB (inf when identical)."""
+    """Signal-to-noise ratio of `estimate` against `reference` in dB (inf if equal)."""
     noise = float(np.sum((reference.astype(np.float64) - estimate) ** 2))
     signal = float(np.sum(reference.astype(np.float64) ** 2))
     return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
 
 
 def _mel_filterbank(sample_rate: int) -> np.ndarray:
-    """(MEL_BANDS, MEL_FFT // 2 + 1) triangular filters on the HTK mel scale, 0 Hz to Nyquist."""
+    """(MEL_BANDS, MEL_FFT // 2 + 1) triangular HTK-mel filters from 0 Hz to Nyquist."""
 
     def to_mel(hz):
         return 2595 * np.log10(1 + np.asarray(hz) / 700)
@@ -66,7 +66,7 @@ def _mel_filterbank(sample_rate: int) -> np.ndarray:
 
 
 def log_mel(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-    """log10 mel power spectrogram (frames, MEL_BANDS) of mono float audio (Hann window)."""
+    """log10 mel power spectrogram (frames, MEL_BANDS) of mono audio (Hann window)."""
     pcm = np.pad(pcm.astype(np.float64), (0, max(0, MEL_FFT - len(pcm))))
     count = 1 + (len(pcm) - MEL_FFT) // MEL_HOP
     index = np.arange(MEL_FFT)[None, :] + MEL_HOP * np.arange(count)[:, None]

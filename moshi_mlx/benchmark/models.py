@@ -1,4 +1,5 @@
-"""What the benchmark runs: the LM built at each level from one float source, Mimi, and logit recording.
+"""What the benchmark runs: the LM of each level built from one float source, Mimi,
+and the logit recording.
 
 LM weights come from a float checkpoint (or, for levels Kyutai publishes, their
 file) or are seeded random weights of a config; either way they are lazy
@@ -58,9 +59,10 @@ def float_shapes(cfg: LmConfig) -> dict[str, tuple[int, ...]]:
 
 
 def random_lm_weights(cfg: LmConfig, seed: int) -> dict[str, mx.array]:
-    """Seeded random bf16 weights for `cfg`, lazy; each tensor depends only on seed and name.
+    """Seeded random bf16 weights for `cfg` (lazy); each depends on seed and name only.
 
-    Matrices are N(0, 1 / input width) (embeddings too), norms are ones.
+    Matrices (embeddings too) are uniform with variance 1 / input width (uniform
+    draws are about 3x faster than normal ones on the CPU); norms are ones.
     """
     out = {}
     for name, shape in float_shapes(cfg).items():
@@ -68,15 +70,14 @@ def random_lm_weights(cfg: LmConfig, seed: int) -> dict[str, mx.array]:
             out[name] = mx.ones(shape, mx.bfloat16)
             continue
         key = mx.random.key((seed << 32) | zlib.crc32(name.encode()))
-        out[name] = (mx.random.normal(shape, key=key) * shape[-1] ** -0.5).astype(
-            mx.bfloat16
-        )
+        bound = (3 / shape[-1]) ** 0.5
+        out[name] = mx.random.uniform(-bound, bound, shape, key=key).astype(mx.bfloat16)
     return out
 
 
 @dataclass
 class LmSource:
-    """Where the LM comes from. `config` may keep fewer temporal layers than `full_layers`."""
+    """Where the LM comes from; `config` may keep fewer temporal layers."""
 
     config: LmConfig
     full_layers: int
@@ -98,8 +99,8 @@ def checkpoint_source(
     weights = read_lm_weights(path)
     if any(k.endswith(".scales") for k in weights):
         raise WeightsError(
-            f"{path} is quantized; the benchmark needs the float (bf16) checkpoint to build "
-            "every level and as the quality reference"
+            f"{path} is quantized; the benchmark needs the float (bf16) checkpoint "
+            "to build every level and as the quality reference"
         )
     return LmSource(
         dataclasses.replace(cfg, num_layers=layers),
@@ -180,7 +181,7 @@ def layer_bytes(model: Lm) -> int:
 def open_mimi(
     weight: Path | None, config: MimiConfig, num_codebooks: int, seed: int
 ) -> tuple[Mimi, str]:
-    """Mimi from a checkpoint, or with seeded random weights; returns it and its description."""
+    """Mimi from a checkpoint, or with seeded random weights, and its description."""
     if weight is not None:
         return load_mimi(weight, config, num_codebooks), str(weight)
     mx.random.seed(seed)
@@ -193,7 +194,7 @@ Pick = Callable[[mx.array, mx.array], mx.array]
 
 
 class LogitRecorder:
-    """Stands in for an LmGen sampler: keeps every logits row it sees; `pick` chooses the token."""
+    """An LmGen sampler stand-in: keeps the logits it sees; `pick` picks the token."""
 
     def __init__(self, pick: Pick):
         self.pick = pick

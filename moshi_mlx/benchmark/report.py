@@ -25,7 +25,7 @@ MIB = 2**20
 
 
 class RichProgress:
-    """Two rich bars: levels done, and frames of the current phase (a context manager)."""
+    """Two rich bars: levels done and frames of the current phase (context manager)."""
 
     def __init__(self, console: Console | None = None):
         self._bars = Progress(
@@ -58,101 +58,124 @@ def _mib(value: float) -> str:
     return f"{value / MIB:,.1f}"
 
 
-def _table(title: str, columns: list[str]) -> Table:
+def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
+def _speed_row(r: dict) -> list[str]:
+    step, frame = r["lm_step"], r["frame"]
+    return [
+        r["level"],
+        f"{r['load_s']:.2f}",
+        f"{step['median_ms']:.1f}",
+        f"{step['p95_ms']:.1f}",
+        f"{frame['median_ms']:.1f}",
+        f"{frame['rtf']:.2f}",
+        f"{frame['frames_per_s']:.2f}",
+    ]
+
+
+def _memory_row(r: dict) -> list[str]:
+    q = r["quality"]
+    return [
+        r["level"],
+        _mib(r["disk_bytes"]),
+        _mib(r["memory_bytes"]),
+        _mib(r["peak_memory_bytes"]),
+        f"{q['text_top1']:.3f}",
+        f"{q['audio_top1_mean']:.3f}",
+        f"{q['text_kl']:.4f}",
+        f"{q['audio_kl_mean']:.4f}",
+    ]
+
+
+def _extrapolated_row(r: dict) -> list[str]:
+    e, layer = r["extrapolated"], r["temporal_layer"]
+    return [
+        r["level"],
+        f"{layer['median_ms']:.2f}",
+        _mib(layer["memory_bytes"]),
+        f"{e['lm_step_median_ms']:.1f}",
+        f"{e['median_ms']:.1f}",
+        f"{e['rtf']:.2f}",
+        f"{e['frames_per_s']:.2f}",
+        _mib(e["disk_bytes"]),
+        _mib(e["memory_bytes"]),
+    ]
+
+
 def print_report(results: dict, console: Console | None = None) -> None:
-    """Print the speed, memory/quality, extrapolation, per-codebook and Mimi tables and the notes."""
+    """Print the tables (levels, speed, memory, extrapolation, Mimi) and the notes."""
     console = console or Console()
     cfg, levels = results["config"], results["levels"]
+    layers = f"{cfg['num_layers']} of {cfg['full_num_layers']} temporal layers"
     console.print(
-        f"LM: {results['weights']['lm']}, {cfg['num_layers']} of {cfg['full_num_layers']} "
-        f"temporal layers, {results['dtype']} on {results['device']}; "
-        f"clip: {results['clip']}, {results['frames']} frames",
+        f"LM: {results['weights']['lm']}, {layers}, {results['dtype']} on "
+        f"{results['device']}; clip: {results['clip']}, {results['frames']} frames",
         highlight=False,
     )
-    legend = _table("Levels", ["level", "quantization", "weights"])
-    for r in levels:
-        legend.add_row(r["level"], r["quantization"], r["origin"])
-    console.print(legend)
-
-    speed = _table(
-        "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
-        ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
+    legend = [[r["level"], r["quantization"], r["origin"]] for r in levels]
+    console.print(_table("Levels", ["level", "quantization", "weights"], legend))
+    console.print(
+        _table(
+            "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
+            ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
+            [_speed_row(r) for r in levels],
+        )
     )
-    for r in levels:
-        step, frame = r["lm_step"], r["frame"]
-        speed.add_row(
-            r["level"], f"{r['load_s']:.2f}", f"{step['median_ms']:.1f}", f"{step['p95_ms']:.1f}",
-            f"{frame['median_ms']:.1f}", f"{frame['rtf']:.2f}", f"{frame['frames_per_s']:.2f}",
-        )  # fmt: skip
-    console.print(speed)
-
-    memory = _table(
-        "Memory (MiB) and agreement with the float model",
-        [
-            "level",
-            "disk",
-            "memory",
-            "peak",
-            "text top-1",
-            "audio top-1",
-            "text KL",
-            "audio KL",
-        ],
+    console.print(
+        _table(
+            "Memory (MiB) and agreement with the float model",
+            ["level", "disk", "memory", "peak", "text top-1", "audio top-1"]
+            + ["text KL", "audio KL"],
+            [_memory_row(r) for r in levels],
+        )
     )
-    for r in levels:
-        q = r["quality"]
-        memory.add_row(
-            r["level"], _mib(r["disk_bytes"]), _mib(r["memory_bytes"]),
-            _mib(r["peak_memory_bytes"]), f"{q['text_top1']:.3f}", f"{q['audio_top1_mean']:.3f}",
-            f"{q['text_kl']:.4f}", f"{q['audio_kl_mean']:.4f}",
-        )  # fmt: skip
-    console.print(memory)
-
     if any("extrapolated" in r for r in levels):
-        full = cfg["full_num_layers"]
-        extra = _table(
-            f"Extrapolated to {full} layers from {cfg['num_layers']} (estimate; /L = per layer)",
-            ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s",
-             "disk MiB", "mem MiB"],
-        )  # fmt: skip
-        for r in levels:
-            e, layer = r["extrapolated"], r["temporal_layer"]
-            extra.add_row(
-                r["level"], f"{layer['median_ms']:.2f}", _mib(layer["memory_bytes"]),
-                f"{e['lm_step_median_ms']:.1f}", f"{e['median_ms']:.1f}", f"{e['rtf']:.2f}",
-                f"{e['frames_per_s']:.2f}", _mib(e["disk_bytes"]), _mib(e["memory_bytes"]),
-            )  # fmt: skip
-        console.print(extra)
-
-    books = _table(
-        "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
-        ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
+        console.print(
+            _table(
+                f"Extrapolated to {cfg['full_num_layers']} layers from "
+                f"{cfg['num_layers']} (estimate; /L = per layer)",
+                ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s"]
+                + ["disk MiB", "mem MiB"],
+                [_extrapolated_row(r) for r in levels],
+            )
+        )
+    books = [
+        [r["level"], *(f"{a:.3f}" for a in r["quality"]["audio_top1"])] for r in levels
+    ]
+    console.print(
+        _table(
+            "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
+            ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
+            books,
+        )
     )
-    for r in levels:
-        books.add_row(r["level"], *(f"{a:.3f}" for a in r["quality"]["audio_top1"]))
-    console.print(books)
 
     mimi = results["mimi"]
+    enc, dec = mimi["encode"], mimi["decode"]
     console.print(
-        f"Mimi ({mimi['weights']}): streaming encode {mimi['encode']['median_ms']:.1f} ms "
-        f"(p95 {mimi['encode']['p95_ms']:.1f}), decode {mimi['decode']['median_ms']:.1f} ms "
-        f"(p95 {mimi['decode']['p95_ms']:.1f}) per frame",
+        f"Mimi ({mimi['weights']}): streaming encode {enc['median_ms']:.1f} ms "
+        f"(p95 {enc['p95_ms']:.1f}), decode {dec['median_ms']:.1f} ms "
+        f"(p95 {dec['p95_ms']:.1f}) per frame",
         highlight=False,
     )
-    codec = _table(
-        "Mimi reconstruction of the clip", ["codebooks", "SNR dB", "mel distance"]
-    )
-    for row in mimi["reconstruction"]:
-        codec.add_row(
-            str(row["codebooks"]), f"{row['snr_db']:.2f}", f"{row['mel_distance']:.3f}"
+    codec = [
+        [str(row["codebooks"]), f"{row['snr_db']:.2f}", f"{row['mel_distance']:.3f}"]
+        for row in mimi["reconstruction"]
+    ]
+    console.print(
+        _table(
+            "Mimi reconstruction of the clip",
+            ["codebooks", "SNR dB", "mel distance"],
+            codec,
         )
-    console.print(codec)
+    )
     for note in results["notes"]:
         console.print(f"- {note}", highlight=False)
 
@@ -199,9 +222,8 @@ def write_plot(path: Path, results: dict) -> None:
     speed.bar(x, median, yerr=[[0] * len(median), p95], capsize=3, color="tab:blue")
     speed.axhline(80, color="tab:red", linestyle="--", label="80 ms frame")
     cfg = results["config"]
-    speed.set_title(
-        f"LM step ms, median / p95 ({cfg['num_layers']} of {cfg['full_num_layers']} layers)"
-    )
+    layers = f"{cfg['num_layers']} of {cfg['full_num_layers']} layers"
+    speed.set_title(f"LM step ms, median / p95 ({layers})")
     speed.legend()
 
     width = 0.27
@@ -210,26 +232,23 @@ def write_plot(path: Path, results: dict) -> None:
         (0, "memory_bytes", "weights in memory"),
         (width, "peak_memory_bytes", "peak (MLX)"),
     ):
-        memory.bar(
-            [i + offset for i in x], [r[key] / MIB for r in levels], width, label=label
-        )
+        heights = [r[key] / MIB for r in levels]
+        memory.bar([i + offset for i in x], heights, width, label=label)
     memory.set_title("memory MiB")
-    memory.legend(
-        loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3, fontsize="small"
-    )
 
-    quality.bar([i - width / 2 for i in x], [r["quality"]["text_top1"] for r in levels], width,
-                label="text")  # fmt: skip
-    quality.bar([i + width / 2 for i in x], [r["quality"]["audio_top1_mean"] for r in levels],
-                width, label="audio (mean)")  # fmt: skip
+    for offset, key, label in (
+        (-width / 2, "text_top1", "text"),
+        (width / 2, "audio_top1_mean", "audio (mean of codebooks)"),
+    ):
+        heights = [r["quality"][key] for r in levels]
+        quality.bar([i + offset for i in x], heights, width, label=label)
     quality.set_ylim(0, 1.05)
     quality.set_title("top-1 agreement with the float model")
-    quality.legend(
-        loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize="small"
-    )
 
     for ax in (speed, memory, quality):
         ax.set_xticks(list(x), names, rotation=30)
+    for ax in (memory, quality):
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize="small")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)

@@ -1,4 +1,4 @@
-"""The quantization benchmark: every level's speed, memory and quality against the float model.
+"""The quantization benchmark: speed, memory and quality of each level vs float.
 
 Flow: read the speech clip; run it through Mimi (timing the streaming codec and
 measuring reconstruction at each number of codebooks); let the float LM
@@ -66,7 +66,7 @@ def _free() -> None:
 def measure_mimi(
     mimi: Mimi, pcm: np.ndarray, warmup: int, progress: Progress
 ) -> tuple[dict, np.ndarray]:
-    """Streaming encode/decode ms and reconstruction quality; returns them and the user codes (F, K)."""
+    """Streaming encode/decode ms, reconstruction quality and the user codes (F, K)."""
     if warmup:
         transcode(mimi, pcm[: warmup * mimi.frame_size])
     streamed = transcode(
@@ -96,7 +96,7 @@ def measure_mimi(
 
 @dataclass
 class Reference:
-    """The float model's run on the clip: its tokens (replayed) and logits (compared)."""
+    """The float model's run on the clip: tokens (replayed) and logits (compared)."""
 
     text_tokens: list[mx.array]
     audio_tokens: list[mx.array]
@@ -118,7 +118,7 @@ def reference_run(
     sampling: SamplingSettings,
     progress: Progress,
 ) -> Reference:
-    """Let the float model answer the clip with the sampling settings, recording its logits."""
+    """Let the float model answer the clip with the sampling settings; record logits."""
     model = build_lm(source, REFERENCE_LEVEL, dtype).model
     text, audio = record_run(
         model,
@@ -143,7 +143,7 @@ def time_lm_steps(
     warmup: int,
     progress: Progress,
 ) -> np.ndarray:
-    """ms of each free-running LmGen step (temporal + text head + depformer), after warm-up."""
+    """ms of each free-running LmGen step (temporal, text head, depformer)."""
     gen = LmGen(model, *_samplers(sampling), seed=sampling.seed)
     for codes in user_codes[:warmup]:
         gen.step(mx.array(codes))
@@ -160,7 +160,7 @@ def time_lm_steps(
 
 
 def time_temporal_layers(model: Lm, steps: int, warmup: int) -> np.ndarray:
-    """ms of one frame through the temporal transformer layers alone (as the cache fills)."""
+    """ms of one frame through the temporal layers alone (as the cache fills)."""
     cache = model.make_cache(1)
     x = mx.random.normal((1, 1, model.cfg.dim), key=mx.random.key(0)).astype(
         model.dtype
@@ -178,7 +178,7 @@ def time_temporal_layers(model: Lm, steps: int, warmup: int) -> np.ndarray:
 def compare(
     reference: Reference, text_logits: np.ndarray, audio_logits: np.ndarray
 ) -> dict:
-    """Top-1 agreement and mean KL of text and of each audio codebook against the reference."""
+    """Top-1 agreement and mean KL of text and each audio codebook vs the reference."""
     audio_logits = audio_logits.reshape(reference.audio_logits.shape)
     books = range(audio_logits.shape[1])
     audio_top1 = [
@@ -255,7 +255,7 @@ def measure_level(
 def add_frame_figures(
     result: dict, mimi_ms: float, layers: int, full_layers: int
 ) -> None:
-    """Whole-frame cost (LM step + Mimi encode + decode) and, if truncated, the full-depth estimate."""
+    """Frame cost (LM step + Mimi encode + decode) and, if truncated, at full depth."""
     layer = result["temporal_layer"]
     lm_ms = result["lm_step"]["median_ms"]
     result["frame"] = _frame(lm_ms + mimi_ms)
@@ -286,7 +286,8 @@ def run_benchmark(
     levels = list(dict.fromkeys(parse_level(name) for name in options.levels))
     if request.dtype not in ("bfloat16", "float16", "float32"):
         raise ConfigError(
-            f"--dtype {request.dtype} is not supported; use bfloat16, float16 or float32"
+            f"--dtype {request.dtype} is not supported; use bfloat16, float16 or "
+            "float32"
         )
     sources = resolve_sources(request, options, levels)
     source, cfg = sources.lm, sources.lm.config
@@ -303,8 +304,8 @@ def run_benchmark(
     )
     if mimi.config.quantizer.bins != cfg.card:
         raise ConfigError(
-            f"Mimi has {mimi.config.quantizer.bins} codes per codebook but the LM expects "
-            f"{cfg.card}; pass the matching --mimi-weight / --mimi-config"
+            f"Mimi has {mimi.config.quantizer.bins} codes per codebook but the LM "
+            f"expects {cfg.card}; pass the matching --mimi-weight / --mimi-config"
         )
     pcm, clip = read_clip(options.wav, mimi.config.sample_rate)
     pcm, looped = fit_frames(pcm, mimi.frame_size, options.frames)
@@ -366,30 +367,40 @@ def notes(sources: Sources, cfg: LmConfig, looped: bool) -> list[str]:
     out = []
     if sources.random:
         out.append(
-            "LM weights are seeded random values (no checkpoint given): speed and memory are "
-            "representative, quality only shows how far each level moves an untrained model's logits"
+            "LM weights are seeded random values (no checkpoint given): speed and "
+            "memory are representative, quality only shows how far each level moves "
+            "an untrained model's logits; load s includes drawing the random values"
+        )
+    if sources.mimi_weight is None:
+        out.append(
+            "Mimi has random weights (no --mimi-weight): its timing is representative, "
+            "its reconstruction figures are not"
         )
     if sources.lm.truncated:
         out.append(
             f"{cfg.num_layers} of {sources.lm.full_layers} temporal layers kept; "
-            f"'{sources.lm.full_layers}L' figures are extrapolated: measured step + missing layers "
-            "x measured per-layer time, weights + missing layers x one layer's bytes"
+            f"'{sources.lm.full_layers}L' figures are extrapolated: measured step + "
+            "missing layers x measured per-layer time, weights + missing layers x one "
+            "layer's bytes"
         )
     if mx.default_device().type == mx.DeviceType.cpu:
         out.append(
-            "on a CPU, MLX's quantized matmul is slower than its bf16 matmul (a platform fact), "
-            "so quantization saves memory but not time here; on Apple GPUs it is faster; "
-            "scales and biases are held in float32 on the CPU, so quantized weights take more "
-            "memory than on disk"
+            "on a CPU, MLX's quantized matmul is slower than its bf16 matmul (a "
+            "platform fact: somewhat slower with the float32 scales used here, many "
+            "times slower with bf16 ones), so quantization saves memory, not time; on "
+            "Apple GPUs it is faster; the float32 scales and biases make quantized "
+            "weights take more memory than on disk"
         )
     out.append(
-        "Mimi runs in float32 at every level; its streaming encode + decode time, measured once, "
-        "is added to each level's LM step to give the frame time, RTF (vs 80 ms) and frames/s"
+        "Mimi runs in float32 at every level; its streaming encode + decode time, "
+        "measured once, is added to each level's LM step to give the frame time, RTF "
+        "(vs 80 ms) and frames/s"
     )
     out.append(
-        "quality: the float model answers the clip with the sampling settings; every level then "
-        "replays those tokens (teacher forcing) and its logits are compared with the float "
-        "model's (top-1 agreement, KL(float || level) in nats at temperature 1)"
+        "quality: the float model answers the clip with the sampling settings; every "
+        "level then replays those tokens (teacher forcing) and its logits are compared "
+        "with the float model's (top-1 agreement, KL(float || level) in nats at "
+        "temperature 1)"
     )
     if looped:
         out.append("the clip was shorter than --frames and was looped")

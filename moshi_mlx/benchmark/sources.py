@@ -1,4 +1,4 @@
-"""Where the benchmark's inputs come from: options, the LM and Mimi weights, the speech clip."""
+"""The benchmark's inputs: options, where the LM and Mimi come from, the speech clip."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ CLIP_RATE = 24000  # its sample rate
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What to measure (weights and sampling come as WeightRequest / SamplingSettings)."""
+    """What to measure (weights and sampling: WeightRequest / SamplingSettings)."""
 
     levels: tuple[str, ...] = DEFAULT_LEVELS
     layers: int | None = None  # temporal layers kept; None = all
@@ -40,7 +40,7 @@ class BenchOptions:
 
 
 def default_clip() -> Path:
-    """The speech clip of the Mimi fixtures (../shared beside the repository, or $MOSHI_SHARED)."""
+    """The Mimi fixtures' speech clip (../shared beside the repo, or $MOSHI_SHARED)."""
     shared = Path(
         os.environ.get(
             "MOSHI_SHARED", Path(__file__).resolve().parents[2].parent / "shared"
@@ -50,7 +50,7 @@ def default_clip() -> Path:
 
 
 def read_clip(path: Path | None, sample_rate: int) -> tuple[np.ndarray, str]:
-    """Mono float32 speech at `sample_rate` from a WAV (or the fixture clip) and its name."""
+    """Mono float32 speech at `sample_rate` from a WAV (or the fixture clip); name."""
     if path is not None:
         return read_audio(path, sample_rate), str(path)
     clip = default_clip()
@@ -63,7 +63,7 @@ def read_clip(path: Path | None, sample_rate: int) -> tuple[np.ndarray, str]:
 def fit_frames(
     pcm: np.ndarray, frame_size: int, frames: int | None
 ) -> tuple[np.ndarray, bool]:
-    """Cut (or loop, if too short) the clip to whole frames; returns it and whether it looped."""
+    """Cut (or loop, if too short) the clip to whole frames; also say if it looped."""
     available = len(pcm) // frame_size
     if available == 0:
         raise AudioError(
@@ -156,12 +156,12 @@ def _layers(layers: int | None, cfg: LmConfig) -> int:
 
 
 def _check_random_fits(cfg: LmConfig) -> None:
-    """Refuse a random bf16 model that clearly does not fit in memory, suggesting --layers."""
+    """Refuse a random bf16 model that cannot fit in memory, suggesting --layers."""
     need = 2 * sum(math.prod(shape) for shape in float_shapes(cfg).values())
     free = available_memory()
     if free is not None and need > free:
         raise WeightsError(
-            f"the bf16 LM with {cfg.num_layers} layers needs about {need / 1e9:.1f} GB but "
-            f"{free / 1e9:.1f} GB is free; keep fewer layers with --layers K "
+            f"the bf16 LM with {cfg.num_layers} layers needs about {need / 1e9:.1f} GB "
+            f"but {free / 1e9:.1f} GB is free; keep fewer layers with --layers K "
             "(or pass --no-memory-check)"
         )

@@ -1,4 +1,4 @@
-"""`python cli.py bench`: speed, memory and quality of the LM at each quantization level."""
+"""`python cli.py bench`: speed, memory and quality of the LM at each quantization."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ._options import (
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's flags: levels, truncation, clip, outputs, plus the weight and sampling flags."""
+    """Levels, truncation, clip and outputs, plus the shared weight/sampling flags."""
     from ..benchmark import DEFAULT_LEVELS, NAMED_LEVELS
 
     parser.add_argument(
@@ -29,7 +29,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--layers",
         type=int,
         metavar="K",
-        help="keep only K temporal layers (small machines); full-depth figures are extrapolated",
+        help="keep only K temporal layers (small machines); full-depth figures are "
+        "extrapolated",
     )
     parser.add_argument(
         "--wav",
@@ -49,7 +50,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--official",
         action="store_true",
-        help="use Kyutai's repos for --voice: bf16 (about 15 GB), and their q8/q4 files for those levels",
+        help="use Kyutai's repos for --voice: bf16 (about 15 GB), and their q8/q4 "
+        "files for those levels",
     )
     parser.add_argument(
         "--weight-seed",
