@@ -239,3 +239,47 @@ def test_snr_and_mel_distance():
         10 ** (np.linspace(0, 2595 * np.log10(1 + 12000 / 700), 82)[1:-1] / 2595) - 1
     )
     assert mel.mean(axis=0).argmax() == np.abs(centres - 1000).argmin()
+
+
+def test_random_weights_run_end_to_end(lm_fixtures, mimi_fixtures, tmp_path):
+    """No checkpoint: seeded random LM and Mimi of the given configs, labelled so."""
+    out = tmp_path / "random.json"
+    result = cli_bench(
+        "--lm-config", lm_fixtures / "config.json",
+        "--mimi-config", mimi_fixtures / "mimi_small.json",
+        "--levels", "bf16", "q4", "--frames", 25, "--json", out,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["weights"] == {
+        "lm": "random weights (seed 0)",
+        "random": True,
+        "mimi": "random weights (seed 0)",
+    }
+    assert data["frames"] == 25 and data["looped"] is True  # the clip has 19 frames
+    assert "extrapolated" not in data["levels"][0]  # every layer kept
+    assert data["levels"][0]["quality"]["audio_kl"] == [0.0] * 8
+    assert any(
+        note.startswith("LM weights are seeded random") for note in data["notes"]
+    )
+    assert "Mimi has random weights" in result.stdout
+
+
+def test_clip_is_cut_or_looped_to_whole_frames(tmp_path):
+    import soundfile as sf
+
+    from moshi_mlx.benchmark.sources import fit_frames, read_clip
+
+    rate = 16000
+    stereo = np.random.default_rng(0).normal(0, 0.1, (rate, 2)).astype(np.float32)
+    sf.write(tmp_path / "clip.wav", stereo, rate)
+    pcm, name = read_clip(tmp_path / "clip.wav", 24000)
+    assert name.endswith("clip.wav") and len(pcm) == 24000
+    cut, looped = fit_frames(pcm, 1920, 5)
+    assert len(cut) == 5 * 1920 and not looped
+    np.testing.assert_array_equal(cut, pcm[: 5 * 1920])
+    loop, looped = fit_frames(pcm, 1920, 30)  # 12 whole frames available
+    assert looped and len(loop) == 30 * 1920
+    np.testing.assert_array_equal(loop[12 * 1920 : 24 * 1920], pcm[: 12 * 1920])
+    whole, _ = fit_frames(pcm, 1920, None)
+    assert len(whole) == 12 * 1920
