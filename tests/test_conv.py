@@ -6,6 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from moshi_mlx.modules import linear
 from moshi_mlx.modules.conv import (
     ConvState,
     ConvTrState,
@@ -17,7 +18,7 @@ from moshi_mlx.modules.conv import (
 def _conv_reference(x, weight, bias, stride, dilation, pad_mode):
     """Causal conv by its definition: left-pad Ke - S, then y[t] = sum_k W[:, k] . x[t*S + k*d]."""
     b = x.shape[0]
-    k, _, cout = weight.shape  # (kernel, in, out)
+    cout, k, _ = weight.shape  # (out, kernel, in)
     pad = (k - 1) * dilation + 1 - stride
     edge = x[:, :1] if pad_mode == "replicate" else np.zeros_like(x[:, :1])
     xp = np.concatenate([np.repeat(edge, pad, axis=1), x], axis=1)
@@ -25,22 +26,22 @@ def _conv_reference(x, weight, bias, stride, dilation, pad_mode):
     y = np.zeros((b, n, cout))
     for i in range(n):
         for j in range(k):
-            y[:, i] += xp[:, i * stride + j * dilation] @ weight[j]
+            y[:, i] += xp[:, i * stride + j * dilation] @ weight[:, j].T
     return y + (0 if bias is None else bias)
 
 
 def _convtr_reference(x, weight, bias, stride, depthwise):
     """Transposed conv by its definition, then the causal right trim of K - S samples."""
     b, t, cin = x.shape
-    _, k, _ = weight.shape  # (in, kernel, out / groups)
-    cout = cin if depthwise else weight.shape[2]
+    k, _, _ = weight.shape  # (kernel, out / groups, in)
+    cout = cin if depthwise else weight.shape[1]
     y = np.zeros((b, (t - 1) * stride + k, cout))
     for i in range(t):
         for j in range(k):
             if depthwise:
-                y[:, i * stride + j] += x[:, i] * weight[:, j, 0]
+                y[:, i * stride + j] += x[:, i] * weight[j, 0]
             else:
-                y[:, i * stride + j] += x[:, i] @ weight[:, j]
+                y[:, i * stride + j] += x[:, i] @ weight[j].T
     y = y[:, : t * stride]
     return y + (0 if bias is None else bias)
 
@@ -81,7 +82,7 @@ def test_conv1d_matches_definition_and_streams(
     cin, cout, k, stride, dilation, pad_mode, bias
 ):
     conv = StreamingConv1d(cin, cout, k, stride, dilation, bias=bias, pad_mode=pad_mode)
-    assert conv.conv.conv.weight.shape == (k, cin, cout)
+    assert conv.conv.conv.weight.shape == (cout, k, cin)
     _randomize(conv, 0)
     x = np.random.default_rng(1).normal(size=(2, 12 * stride, cin)).astype(np.float32)
     weight, b = _params(conv)
@@ -150,3 +151,51 @@ def test_conv_transpose1d_matches_definition_and_streams(
     np.testing.assert_allclose(
         np.array(mx.concatenate(chunks, axis=1)), want, atol=1e-5
     )
+
+
+@pytest.fixture
+def force_blocked(monkeypatch):
+    monkeypatch.setattr(linear, "blocked", True)
+
+
+@pytest.mark.parametrize(
+    "m,out,dim,rows",
+    [
+        pytest.param(2, 512, 2048, 128, id="ff-2048"),
+        pytest.param(2, 1024, 8192, 32, id="conv-8192"),
+        pytest.param(1, 512, 2048, 256, id="one-row"),
+        pytest.param(2, 2048, 512, None, id="narrow-input"),
+        pytest.param(480, 128, 1024, None, id="many-rows"),
+    ],
+)
+def test_blocked_matmul_equals_plain(force_blocked, m, out, dim, rows):
+    assert linear._block_rows(m, out, dim) == rows
+    mx.random.seed(5)
+    x = mx.random.normal((1, m, dim))
+    w = mx.random.normal((out, dim)) * dim**-0.5
+    np.testing.assert_allclose(
+        np.array(linear.matmul_t(x, w)), np.array(x @ w.T), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_blocking_is_off_without_system_openblas(monkeypatch):
+    monkeypatch.setattr(linear, "blocked", None)
+    monkeypatch.setattr(linear.blas, "loaded", None)
+    assert linear._block_rows(2, 512, 2048) is None
+
+
+def test_big_convs_stream_the_same_when_blocked(force_blocked):
+    """A short, wide conv and transposed conv (SEANet's last/first) take the blocked path."""
+    conv = StreamingConv1d(1024, 512, 3)
+    convtr = StreamingConvTranspose1d(1024, 64, 16, 8)
+    assert linear._block_rows(2, 512, 3 * 1024) == 128
+    assert linear._block_rows(2, 16 * 64, 1024) == 256
+    x = mx.random.normal((1, 8, 1024))
+    for layer, state in ((conv, ConvState()), (convtr, ConvTrState())):
+        chunks = [layer(x[:, i : i + 2], state) for i in range(0, 8, 2)]
+        linear.blocked = False
+        want = np.array(layer(x))
+        linear.blocked = True
+        np.testing.assert_allclose(
+            np.array(mx.concatenate(chunks, axis=1)), want, atol=1e-5, rtol=1e-5
+        )

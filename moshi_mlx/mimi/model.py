@@ -173,10 +173,9 @@ class Mimi(nn.Module):
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     """Kyutai's PyTorch-named Mimi tensors -> this module tree's names and layouts.
 
-    - Conv1d [out, in, k] -> [k, in, out]; ConvTranspose1d [in, out/groups, k] ->
-      [in, k, out/groups] (the matmul layouts of modules/conv.py); the 1x1
-      quantizer projections become Linear [out, in]; the transformers'
-      `linear2` [out, in] becomes [in, out] (see InputMajorLinear).
+    - Conv1d [out, in, k] -> [out, k, in]; ConvTranspose1d [in, out/groups, k] ->
+      [k, out/groups, in] (the matmul layouts of modules/conv.py); the 1x1
+      quantizer projections become Linear [out, in].
     - `self_attn.in_proj_weight` (or `in_projs.0.weight`) -> `self_attn.in_proj.weight`,
       `out_projs.0.weight` -> `out_proj.weight`.
     - Codebooks: `_codebook.{embedding_sum, cluster_usage}` ->
@@ -195,16 +194,14 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
         key = key.replace(".self_attn.in_projs.0.", ".self_attn.in_proj.")
         key = key.replace(".self_attn.out_projs.0.", ".self_attn.out_proj.")
         if key.endswith(".conv.weight") and value.ndim == 3:
-            value = value.transpose(2, 1, 0)
-        elif key.endswith(".convtr.weight") and value.ndim == 3:
             value = value.transpose(0, 2, 1)
+        elif key.endswith(".convtr.weight") and value.ndim == 3:
+            value = value.transpose(2, 1, 0)
         elif (
             key.endswith(("input_proj.weight", "output_proj.weight"))
             and value.ndim == 3
         ):
             value = value[:, :, 0]
-        elif key.endswith(".linear2.weight") and value.ndim == 2:
-            value = value.T
         # A transpose is only a strided view: copy it into its new layout now, or
         # every matmul would gather the weight again (~20 ms a frame for one conv).
         out[key] = mx.contiguous(value)

@@ -7,20 +7,25 @@ initial state of a stream.
 
 Parameter names follow Kyutai's checkpoint (`<layer>.conv.conv.weight`,
 `<layer>.convtr.convtr.weight`) so that loading only has to fix layouts. Both
-kinds of conv run as one plain matmul against a weight laid out for it once, at
-load time (on CPU this beats `mx.conv1d` for the big, short SEANet/latent convs
-and `mx.conv_transpose1d` by far):
-- Conv1d weights are (kernel, in, out): unfolded input (T, kernel * in) @ W.
-- ConvTranspose1d weights are (in, kernel, out / groups): x @ W gives kernel
-  output samples per input step, then an overlap-add in blocks of the stride.
+kinds of conv run as one matmul (`matmul_t`) against a weight laid out for it
+once, at load time; on CPU this beats `mx.conv1d` for the big, short
+SEANet/latent convs and `mx.conv_transpose1d` by far:
+- Conv1d weights are (out, kernel, in), MLX's conv layout: the unfolded input
+  (T, kernel * in) times the weight as (out, kernel * in).
+- ConvTranspose1d weights are (kernel, out / groups, in): each input step times
+  the weight as (kernel * out, in) gives kernel output samples, which are then
+  overlap-added in blocks of the stride.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from .linear import matmul_t
 
 
 class ConvParams(nn.Module):
@@ -83,7 +88,7 @@ class StreamingConv1d(nn.Module):
         self.dilation = dilation
         self.pad_mode = pad_mode
         self.padding = (kernel_size - 1) * dilation + 1 - stride  # Ke - S
-        shape = (kernel_size, in_channels, out_channels)
+        shape = (out_channels, kernel_size, in_channels)
         self.conv = Nest(
             conv=ConvParams(shape, kernel_size * in_channels, out_channels, bias)
         )
@@ -95,7 +100,7 @@ class StreamingConv1d(nn.Module):
         else:
             x = mx.concatenate([state.buffer, x], axis=1)
         params = self.conv.conv
-        k, cin, cout = params.weight.shape
+        cout, k, cin = params.weight.shape
         b, length, _ = x.shape
         steps = (length - self.padding - self.stride) // self.stride + 1
         if k == 1:
@@ -105,7 +110,7 @@ class StreamingConv1d(nn.Module):
             windows = mx.as_strided(x, (b, steps, k, cin), strides).reshape(
                 b, steps, k * cin
             )
-        y = windows @ params.weight.reshape(k * cin, cout)
+        y = matmul_t(windows, params.weight.reshape(cout, k * cin))
         if state is not None:
             state.buffer = x[:, steps * self.stride :]
         if "bias" in params:
@@ -122,7 +127,7 @@ class StreamingConv1d(nn.Module):
 class StreamingConvTranspose1d(nn.Module):
     """Causal ConvTranspose1d: T inputs give T * S outputs; the K - S overhang is carried.
 
-    Computed as x @ W (each input step yields K output samples), then an
+    Computed as one matmul (each input step yields K output samples), then an
     overlap-add of those K samples in blocks of S. `groups == in_channels`
     (depthwise, one filter per channel) is a broadcast multiply instead.
     """
@@ -144,10 +149,8 @@ class StreamingConvTranspose1d(nn.Module):
         self.stride = stride
         self.kernel_size = kernel_size
         self.depthwise = groups > 1
-        self.blocks = -(
-            -kernel_size // stride
-        )  # output blocks of S touched by one input
-        shape = (in_channels, kernel_size, out_channels // groups)
+        self.blocks = math.ceil(kernel_size / stride)  # output blocks one input touches
+        shape = (kernel_size, out_channels // groups, in_channels)
         fan_in = kernel_size * out_channels // groups
         self.convtr = Nest(convtr=ConvParams(shape, fan_in, out_channels, bias))
 
@@ -158,10 +161,10 @@ class StreamingConvTranspose1d(nn.Module):
         params = self.convtr.convtr
         w = params.weight
         if self.depthwise:
-            z = x[:, :, None, :] * w[:, :, 0].T  # (B, T, K, C)
+            z = x[:, :, None, :] * w[:, 0]  # (B, T, K, C)
         else:
-            cin, k, cout = w.shape
-            z = (x @ w.reshape(cin, k * cout)).reshape(b, t, k, cout)
+            k, cout, cin = w.shape
+            z = matmul_t(x, w.reshape(k * cout, cin)).reshape(b, t, k, cout)
         if n * s != self.kernel_size:
             z = mx.pad(z, [(0, 0), (0, 0), (0, n * s - self.kernel_size), (0, 0)])
         z = z.reshape(b, t, n, s, z.shape[-1])  # (B, T, blocks, S, C_out)

@@ -1,0 +1,49 @@
+"""x @ W.T for (out, in) weights, in OpenBLAS-sized pieces when a few rows meet a big weight.
+
+Streaming steps multiply 1-2 rows by weights of up to 33 MB. OpenBLAS packs the
+whole weight for such a product and reaches only ~7 GB/s, while its small-matrix
+kernels (AVX-512 builds, used below M * N * K = 2^20) stream it about twice as
+fast. One batched matmul over row blocks of the weight stays a single MLX op and
+lands in those kernels. This applies only where moshi_mlx loaded the system
+OpenBLAS on CPU (see moshi_mlx/blas.py); everywhere else it is a plain matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+
+from .. import blas
+
+SMALL_GEMM = 1 << 20  # OpenBLAS's small-matrix kernels take M * N * K below this
+MIN_INPUT = 1024  # narrower weights gain nothing once OpenBLAS uses both cores
+MIN_ROWS = 16
+
+blocked: bool | None = None  # None: decide from the BLAS in use; tests may force it
+
+
+def matmul_t(x: mx.array, w: mx.array) -> mx.array:
+    """x (..., in) @ w.T for w (out, in)."""
+    rows = _block_rows(math.prod(x.shape[:-1]), *w.shape)
+    if rows is None:
+        return x @ w.T
+    out, dim = w.shape
+    blocks = w.reshape(out // rows, rows, dim).swapaxes(-1, -2)  # (nb, in, rows)
+    y = x[..., None, :, :] @ blocks  # (..., nb, M, rows)
+    return mx.swapaxes(y, -3, -2).reshape(*x.shape[:-1], out)
+
+
+def _block_rows(m: int, out: int, dim: int) -> int | None:
+    """Rows per weight block, or None when one plain matmul is best."""
+    enabled = blocked if blocked is not None else _openblas_on_cpu()
+    if not enabled or dim < MIN_INPUT or m * out * dim < SMALL_GEMM:
+        return None
+    rows = out
+    while rows % 2 == 0 and m * rows * dim >= SMALL_GEMM:
+        rows //= 2
+    return rows if rows >= MIN_ROWS and m * rows * dim < SMALL_GEMM else None
+
+
+def _openblas_on_cpu() -> bool:
+    return blas.loaded is not None and mx.default_device() == mx.cpu
