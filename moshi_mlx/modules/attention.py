@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from .linear import Linear
+
 
 @dataclass
 class KVCache:
@@ -100,8 +102,8 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.rope_base = rope_base
         self.context = context
-        self.in_proj = nn.Linear(dim, 3 * dim, bias=False)
-        self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.in_proj = Linear(dim, 3 * dim)
+        self.out_proj = Linear(dim, dim)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
         b, t, d = x.shape

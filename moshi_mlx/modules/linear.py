@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 
 import mlx.core as mx
+import mlx.nn as nn
 
 from .. import blas
 
 SMALL_GEMM = 1 << 20  # OpenBLAS's small-matrix kernels take M * N * K below this
-MIN_INPUT = 1024  # narrower weights gain nothing once OpenBLAS uses both cores
+MIN_INPUT = 512  # narrower weights (the codebooks, 256) gain nothing
 MIN_ROWS = 16
 
 blocked: bool | None = None  # None: decide from the BLAS in use; tests may force it
@@ -32,6 +33,21 @@ def matmul_t(x: mx.array, w: mx.array) -> mx.array:
     blocks = w.reshape(out // rows, rows, dim).swapaxes(-1, -2)  # (nb, in, rows)
     y = x[..., None, :, :] @ blocks  # (..., nb, M, rows)
     return mx.swapaxes(y, -3, -2).reshape(*x.shape[:-1], out)
+
+
+class Linear(nn.Linear):
+    """Bias-free nn.Linear whose float32 products go through `matmul_t`.
+
+    Only float32 products reach BLAS in MLX's CPU backend (bf16 blocks measured
+    no faster), so other dtypes multiply as usual.
+    """
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__(dim_in, dim_out, bias=False)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        w = self["weight"]
+        return matmul_t(x, w) if w.dtype == mx.float32 else x @ w.T
 
 
 def _block_rows(m: int, out: int, dim: int) -> int | None:
