@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..modules.attention import KVCache, MultiHeadAttention
+from ..modules.linear import Linear
 from .config import LmConfig
 
 RMS_EPS = 1e-8
@@ -33,8 +34,8 @@ class Gating(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
-        self.linear_out = nn.Linear(hidden, dim, bias=False)
+        self.linear_in = Linear(dim, 2 * hidden)
+        self.linear_out = Linear(hidden, dim)
 
     def __call__(self, x: mx.array) -> mx.array:
         a, b = mx.split(self.linear_in(x), 2, axis=-1)
@@ -99,7 +100,7 @@ class DepformerSlice(nn.Module):
     def __init__(self, cfg: LmConfig, in_vocab: int):
         super().__init__()
         d = cfg.depformer_dim
-        self.linear_in = nn.Linear(cfg.dim, d, bias=False)
+        self.linear_in = Linear(cfg.dim, d)
         self.emb = nn.Embedding(in_vocab, d)
         self.transformer = Transformer(
             d,
@@ -108,7 +109,7 @@ class DepformerSlice(nn.Module):
             cfg.depformer_hidden,
             None,
         )
-        self.linear_out = nn.Linear(d, cfg.card, bias=False)
+        self.linear_out = Linear(d, cfg.card)
 
 
 class Depformer(nn.Module):
@@ -156,7 +157,7 @@ class Lm(nn.Module):
             cfg.dim, cfg.num_heads, cfg.num_layers, cfg.hidden, cfg.max_period
         )
         self.out_norm = RMSNorm(cfg.dim)
-        self.text_linear = nn.Linear(cfg.dim, cfg.text_card, bias=False)
+        self.text_linear = Linear(cfg.dim, cfg.text_card)
         if cfg.dep_q > 0:
             self.depformer = Depformer(cfg)
 
