@@ -164,8 +164,10 @@ def force_blocked(monkeypatch):
         pytest.param(2, 512, 2048, 128, id="ff-2048"),
         pytest.param(2, 1024, 8192, 32, id="conv-8192"),
         pytest.param(1, 512, 2048, 256, id="one-row"),
-        pytest.param(2, 2048, 512, None, id="narrow-input"),
-        pytest.param(480, 128, 1024, None, id="many-rows"),
+        pytest.param(2, 2048, 512, 512, id="ff-512"),
+        pytest.param(2, 1536, 512, 384, id="qkv-512"),
+        pytest.param(1, 2048, 256, None, id="narrow-input"),
+        pytest.param(96, 1280, 512, None, id="many-rows"),
     ],
 )
 def test_blocked_matmul_equals_plain(force_blocked, m, out, dim, rows):

@@ -22,7 +22,7 @@ class LayerScale(nn.Module):
         return x * self.scale
 
 
-class FeedForwardLinear(nn.Linear):
+class BlockedLinear(nn.Linear):
     """Bias-free nn.Linear whose product goes through `matmul_t` (blocked for 2-row steps)."""
 
     def __init__(self, dim_in: int, dim_out: int):
@@ -41,10 +41,12 @@ class TransformerLayer(nn.Module):
         self.self_attn = MultiHeadAttention(
             d, cfg.num_heads, cfg.max_period, cfg.context
         )
+        # Same weight as the plain projection; blocked products for 2-row steps.
+        self.self_attn.in_proj = BlockedLinear(d, 3 * d)
         self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.linear1 = FeedForwardLinear(d, cfg.dim_feedforward)
-        self.linear2 = FeedForwardLinear(cfg.dim_feedforward, d)
+        self.linear1 = BlockedLinear(d, cfg.dim_feedforward)
+        self.linear2 = BlockedLinear(cfg.dim_feedforward, d)
         self.layer_scale_1 = LayerScale(d)
         self.layer_scale_2 = LayerScale(d)
 

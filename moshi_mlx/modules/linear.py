@@ -17,9 +17,12 @@ import mlx.nn as nn
 
 from .. import blas
 
-SMALL_GEMM = 1 << 20  # OpenBLAS's small-matrix kernels take M * N * K below this
-MIN_INPUT = 512  # narrower weights (the codebooks, 256) gain nothing
+# Measured limits of OpenBLAS 0.3.21's small-matrix path for these shapes (x @ W.T):
+SMALL_GEMM = 1 << 20  # M * N * K must stay below this
+MAX_ROWS = 512  # and a block at most this many weight rows
 MIN_ROWS = 16
+MIN_INPUT = 512  # narrower weights (the codebooks, 256) gain nothing
+MAX_M = 16  # more rows of x and one packed product is faster again
 
 blocked: bool | None = None  # None: decide from the BLAS in use; tests may force it
 
@@ -53,12 +56,13 @@ class Linear(nn.Linear):
 def _block_rows(m: int, out: int, dim: int) -> int | None:
     """Rows per weight block, or None when one plain matmul is best."""
     enabled = blocked if blocked is not None else _openblas_on_cpu()
-    if not enabled or dim < MIN_INPUT or m * out * dim < SMALL_GEMM:
+    if not enabled or m > MAX_M or dim < MIN_INPUT or m * out * dim < SMALL_GEMM:
         return None
     rows = out
-    while rows % 2 == 0 and m * rows * dim >= SMALL_GEMM:
+    while rows % 2 == 0 and (rows > MAX_ROWS or m * rows * dim >= SMALL_GEMM):
         rows //= 2
-    return rows if rows >= MIN_ROWS and m * rows * dim < SMALL_GEMM else None
+    fits = MIN_ROWS <= rows <= MAX_ROWS and m * rows * dim < SMALL_GEMM
+    return rows if fits else None
 
 
 def _openblas_on_cpu() -> bool:
