@@ -25,6 +25,16 @@ CANDIDATES = (
 loaded: str | None = None  # the library in use, or None for the wheel's own BLAS
 
 
+def missing_hint() -> str | None:
+    """A one-line tip when Linux runs on the slow bundled BLAS because none was found."""
+    if sys.platform != "linux" or loaded or os.environ.get(ENV_VAR) == "reference":
+        return None
+    return (
+        "MLX is using its slow bundled BLAS: install OpenBLAS "
+        "(Debian/Ubuntu: apt install libopenblas0-pthread) for ~5x faster Mimi"
+    )
+
+
 def use_system_openblas() -> str | None:
     """Load OpenBLAS globally if it applies here; return its name, or None."""
     global loaded

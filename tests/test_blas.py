@@ -14,7 +14,7 @@ PROBE = (
     "rng = np.random.default_rng(0);"
     "a, b = rng.standard_normal((2, 64, 48)).astype(np.float32), rng.standard_normal((48, 32)).astype(np.float32);"
     "err = np.abs(np.array(mx.array(a) @ mx.array(b)) - a @ b).max();"
-    "print(moshi_mlx.blas.loaded, err < 1e-4)"
+    "print(moshi_mlx.blas.loaded, err < 1e-4, moshi_mlx.blas.missing_hint() is None)"
 )
 
 
@@ -33,15 +33,20 @@ def _probe(**env: str) -> list[str]:
 
 
 def test_reference_setting_keeps_the_bundled_blas():
-    assert _probe(MOSHI_MLX_BLAS="reference") == ["None", "True"]
+    assert _probe(MOSHI_MLX_BLAS="reference") == ["None", "True", "True"]
 
 
-def test_missing_library_is_harmless():
-    assert _probe(MOSHI_MLX_BLAS="/nonexistent/libopenblas.so.0") == ["None", "True"]
+def test_missing_library_is_harmless_and_hinted():
+    hinted = "False" if sys.platform == "linux" else "True"
+    assert _probe(MOSHI_MLX_BLAS="/nonexistent/libopenblas.so.0") == [
+        "None",
+        "True",
+        hinted,
+    ]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the route only exists on Linux")
 def test_default_route_computes_the_same_products():
-    loaded, exact = _probe(MOSHI_MLX_BLAS="")
-    assert exact == "True"
+    loaded, exact, no_hint = _probe(MOSHI_MLX_BLAS="")
+    assert exact == "True" and no_hint == ("True" if loaded != "None" else "False")
     assert loaded in ("None", "libopenblas.so.0", "libopenblasp.so.0")

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the round trip with a progress bar, then print frames, bitrate and timings."""
     from rich.progress import Progress
 
+    from ..blas import missing_hint
     from ..mimi.transcode import transcode_file
 
     with Progress(transient=True) as progress:
@@ -87,4 +88,7 @@ def run(args: argparse.Namespace) -> int:
             f"{name}: {np.median(ms):.1f} ms/frame median, {np.percentile(ms, 95):.1f} p95 "
             "(frame = 80 ms)"
         )
+    hint = missing_hint()
+    if hint:
+        print(f"note: {hint}")
     return 0
