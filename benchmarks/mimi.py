@@ -45,6 +45,7 @@ SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
 
 def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) -> dict:
     """Time `frames` streaming encode steps and decode steps in this process."""
+    load_before = os.getloadavg()[0]  # other processes skew CPU timings
     cfg = MimiConfig.from_json(config) if config else MimiConfig.official()
     if weight:
         mimi = load_mimi(weight, cfg)
@@ -83,6 +84,8 @@ def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) 
         "decode": summarize(decode_ms),
         "peak_mlx_mb": peak_mlx_mb(),
         "peak_process_mb": peak_process_mb(),
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+        "load_average_before": load_before,
     }
 
 
@@ -110,7 +113,10 @@ def main() -> None:
         "--mimi-config", type=Path, help="config JSON (default: official)"
     )
     parser.add_argument(
-        "--frames", type=int, default=100, help="timed frames (default 100)"
+        "--frames",
+        type=int,
+        default=150,
+        help="timed frames (default 150: past the 10 s attention window)",
     )
     parser.add_argument(
         "--warmup", type=int, default=5, help="untimed frames first (default 5)"
