@@ -139,7 +139,7 @@ def main() -> None:
     names = list(SETUPS) if args.blas == "both" else [args.blas]
     results = {name: run_setup(name, args) for name in names}
     rows = []
-    for name, r in results.items():
+    for r in results.values():
         enc, dec = r["encode"], r["decode"]
         rows.append(
             [
