@@ -1,4 +1,4 @@
-"""Moshi LM cost per 80 ms frame: official 7B config, random weights, bf16 / q8 / q4.
+"""Moshi LM cost per 80 ms frame: official 7B config, random weights, bf16/q8/q4/f32.
 
 The full 7B does not fit comfortably here, so `--layers K` keeps K of the 32
 temporal layers (everything else is full size: embeddings, text head, the whole
@@ -6,11 +6,14 @@ depformer). The per-layer cost is measured directly and the 32-layer frame time
 is extrapolated from it (labelled as such). Weights are random, built one tensor
 at a time directly at the target dtype / quantization.
 
-    uv run python benchmarks/lm.py --layers 1 --levels bf16 q8 q4
+    uv run python benchmarks/lm.py --layers 1 --levels bf16 q8 q4 f32
 """
 
 from __future__ import annotations
 
+import moshi_mlx  # noqa: F401  first: it may route MLX's BLAS before mlx.core loads
+
+# isort: split
 import argparse
 import dataclasses
 import time
@@ -22,10 +25,12 @@ import numpy as np
 from _common import peak_mlx_mb, peak_process_mb, print_table, summarize, write_json
 from mlx.utils import tree_flatten, tree_unflatten
 
+from moshi_mlx import blas
 from moshi_mlx.lm import Lm, LmConfig, LmGen, Sampler
 from moshi_mlx.quantization import quantize_layers, scales_dtype_for
 
-LEVELS = {"bf16": None, "q8": (8, 64), "q4": (4, 32)}
+# level -> (bits, group) of the quantized layers, None for dense weights
+LEVELS = {"bf16": None, "q8": (8, 64), "q4": (4, 32), "f32": None}
 DTYPES = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}
 
 
@@ -65,6 +70,11 @@ def random_lm(cfg: LmConfig, level: str, dtype: mx.Dtype, seed: int) -> Lm:
     return model
 
 
+def dense_dtype(level: str, compute: str) -> mx.Dtype:
+    """Weight and compute dtype: its own for bf16 / f32, `compute` for q8 / q4."""
+    return {"bf16": mx.bfloat16, "f32": mx.float32}.get(level, DTYPES[compute])
+
+
 def weight_mb(model: Lm) -> float:
     return sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 2**20
 
@@ -84,7 +94,7 @@ def timed(fn, steps: int, warmup: int) -> np.ndarray:
 def measure(cfg: LmConfig, level: str, args: argparse.Namespace) -> dict:
     """Time one level: whole LmGen frames, and the temporal layers / depformer alone."""
     dtype, steps, warmup, position = (
-        DTYPES[args.dtype],
+        dense_dtype(level, args.dtype),
         args.steps,
         args.warmup,
         args.position,
@@ -150,7 +160,12 @@ def main() -> None:
     parser.add_argument(
         "--levels", nargs="+", default=list(LEVELS), choices=list(LEVELS)
     )
-    parser.add_argument("--dtype", default="bfloat16", choices=list(DTYPES))
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=list(DTYPES),
+        help="compute dtype of the q8 / q4 levels (bf16 and f32 are their own)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="timed frames per level")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument(
@@ -185,7 +200,8 @@ def main() -> None:
         for r in results
     ]
     print_table(
-        f"Moshi LM 7B config, {args.layers} of 32 temporal layers, {args.dtype}, "
+        f"Moshi LM 7B config, {args.layers} of 32 temporal layers, "
+        f"q8/q4 in {args.dtype}, BLAS {blas.loaded or 'bundled'}, "
         f"{mx.default_device()}, KV position {args.position}",
         [
             "level",
@@ -210,6 +226,7 @@ def main() -> None:
             "position": args.position,
             "steps": args.steps,
             "peak_process_mb": peak_process_mb(),
+            "blas": blas.loaded or "bundled",
             "results": results,
         },
     )
