@@ -6,7 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..modules.attention import KVCache, MultiHeadAttention
-from ..modules.linear import matmul_t
+from ..modules.linear import Linear
 from .activations import gelu
 from .config import TransformerConfig
 
@@ -22,16 +22,6 @@ class LayerScale(nn.Module):
         return x * self.scale
 
 
-class BlockedLinear(nn.Linear):
-    """Bias-free nn.Linear whose product goes through `matmul_t` (blocked for 2-row steps)."""
-
-    def __init__(self, dim_in: int, dim_out: int):
-        super().__init__(dim_in, dim_out, bias=False)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return matmul_t(x, self.weight)
-
-
 class TransformerLayer(nn.Module):
     """x + ls1 * attn(norm1(x)); then x + ls2 * linear2(gelu(linear1(norm2(x))))."""
 
@@ -41,12 +31,10 @@ class TransformerLayer(nn.Module):
         self.self_attn = MultiHeadAttention(
             d, cfg.num_heads, cfg.max_period, cfg.context
         )
-        # Same weight as the plain projection; blocked products for 2-row steps.
-        self.self_attn.in_proj = BlockedLinear(d, 3 * d)
         self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.linear1 = BlockedLinear(d, cfg.dim_feedforward)
-        self.linear2 = BlockedLinear(cfg.dim_feedforward, d)
+        self.linear1 = Linear(d, cfg.dim_feedforward)
+        self.linear2 = Linear(cfg.dim_feedforward, d)
         self.layer_scale_1 = LayerScale(d)
         self.layer_scale_2 = LayerScale(d)
 
