@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import moshi_mlx  # noqa: F401  first, so MLX uses the system OpenBLAS as the app does
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOSHI_SHARED", REPO_ROOT.parent / "shared"))
 FIXTURES = SHARED / "fixtures"
