@@ -19,7 +19,6 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
-from _common import peak_mlx_mb, peak_process_mb, print_table, summarize, write_json
 from rich.console import Console
 
 from moshi_mlx.app.engine import SamplingSettings, load_engine
@@ -28,6 +27,8 @@ from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.app.recorder import Recorder
 from moshi_mlx.app.ui import ChatState, ChatView
 from moshi_mlx.audio.ring_buffer import RingBuffer
+from moshi_mlx.benchmark.measure import frame_timing, peak_mlx_mib
+from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,10 +134,10 @@ def main() -> None:
         recorder.close()
 
     rows = {
-        "engine step (Mimi + LM + Mimi)": summarize(engine_ms),
-        "worker frame (rings + engine + event)": summarize(loop_ms),
-        "main thread per frame (state + recorder)": summarize(consume_ms),
-        "screen render (10 per second in the app)": summarize(render_ms),
+        "engine step (Mimi + LM + Mimi)": frame_timing(engine_ms),
+        "worker frame (rings + engine + event)": frame_timing(loop_ms),
+        "main thread per frame (state + recorder)": frame_timing(consume_ms),
+        "screen render (10 per second in the app)": frame_timing(render_ms),
     }
     print_table(
         f"Frame loop on the tiny fixture Moshi ({args.frames} frames)",
@@ -152,8 +153,7 @@ def main() -> None:
             "command": " ".join(["uv run python benchmarks/duplex.py", *sys.argv[1:]]),
             "frames": args.frames,
             "results": rows,
-            "peak_mlx_mb": peak_mlx_mb(),
-            "peak_process_mb": peak_process_mb(),
+            "peak_mlx_mib": peak_mlx_mib(),
         },
     )
 

@@ -9,16 +9,14 @@ frame by frame, as the chat's frame loop does, and times each frame's two calls.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_table, summarize, write_json
-
 from moshi_mlx.audio.echo import EchoCanceller
+from moshi_mlx.benchmark.measure import frame_timing
+from moshi_mlx.benchmark.report import print_table, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 24000
@@ -61,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     far, mic = scene(args.seconds)
     results = {
-        name: summarize(time_config(far, mic, **cfg)) for name, cfg in CONFIGS.items()
+        name: frame_timing(time_config(far, mic, **cfg))
+        for name, cfg in CONFIGS.items()
     }
     print_table(
         f"echo cancellation, ms per 80 ms frame ({args.seconds:.0f} s of audio)",

@@ -22,10 +22,11 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-from _common import peak_mlx_mb, peak_process_mb, print_table, summarize, write_json
 from mlx.utils import tree_flatten, tree_unflatten
 
 from moshi_mlx import blas
+from moshi_mlx.benchmark.measure import frame_timing, peak_mlx_mib
+from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.lm import Lm, LmConfig, LmGen, Sampler
 from moshi_mlx.quantization import quantize_layers, scales_dtype_for
 
@@ -141,12 +142,12 @@ def measure(cfg: LmConfig, level: str, args: argparse.Namespace) -> dict:
         "level": level,
         "layers": cfg.num_layers,
         "weight_mb": weights,
-        "peak_mlx_mb": peak_mlx_mb(),
-        "frame": summarize(frame_ms),
+        "peak_mlx_mib": peak_mlx_mib(),
+        "frame": frame_timing(frame_ms),
         "embeddings_head_sampling_ms_derived": float(other),
-        "temporal_per_layer": summarize(per_layer),
-        "depformer": summarize(depformer_ms),
-        "frame_32_layers_extrapolated": summarize(
+        "temporal_per_layer": frame_timing(per_layer),
+        "depformer": frame_timing(depformer_ms),
+        "frame_32_layers_extrapolated": frame_timing(
             frame_ms + (32 - cfg.num_layers) * per_layer
         ),
     }
@@ -195,7 +196,7 @@ def main() -> None:
             r["embeddings_head_sampling_ms_derived"],
             r["frame_32_layers_extrapolated"]["median_ms"],
             r["weight_mb"],
-            r["peak_mlx_mb"],
+            r["peak_mlx_mib"],
         ]
         for r in results
     ]
@@ -225,7 +226,6 @@ def main() -> None:
             "dtype": args.dtype,
             "position": args.position,
             "steps": args.steps,
-            "peak_process_mb": peak_process_mb(),
             "blas": blas.loaded or "bundled",
             "results": results,
         },

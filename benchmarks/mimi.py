@@ -26,17 +26,14 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (
+from moshi_mlx.benchmark.measure import (
     FRAME_MS,
-    peak_mlx_mb,
-    peak_process_mb,
-    print_table,
-    summarize,
+    frame_timing,
+    peak_mlx_mib,
+    peak_process_mib,
     time_steps,
-    write_json,
 )
-
+from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.blas import ENV_VAR
 from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi
 
@@ -80,10 +77,10 @@ def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) 
         "blas": moshi_mlx.blas.loaded or "bundled",
         "weights": str(weight) if weight else "random (seed 0)",
         "frames": frames,
-        "encode": summarize(encode_ms),
-        "decode": summarize(decode_ms),
-        "peak_mlx_mb": peak_mlx_mb(),
-        "peak_process_mb": peak_process_mb(),
+        "encode": frame_timing(encode_ms),
+        "decode": frame_timing(decode_ms),
+        "peak_mlx_mib": peak_mlx_mib(),
+        "peak_process_mib": peak_process_mib(),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
         "load_average_before": load_before,
     }
@@ -149,15 +146,15 @@ def main() -> None:
                 dec["median_ms"],
                 dec["p95_ms"],
                 (enc["median_ms"] + dec["median_ms"]) / FRAME_MS,
-                r["peak_mlx_mb"],
+                r["peak_mlx_mib"],
             ]
         )
     print_table(
         f"Mimi streaming, official size: ms per {FRAME_MS:.0f} ms frame ({args.frames} frames)",
-        ["BLAS", "enc med", "enc p95", "dec med", "dec p95", "RTF", "peak MB"],
+        ["BLAS", "enc med", "enc p95", "dec med", "dec p95", "RTF", "peak MiB"],
         rows,
     )
-    print("RTF = (encode + decode median) / 80 ms; peak MB = MLX's peak allocation")
+    print("RTF = (encode + decode median) / 80 ms; peak MiB = MLX's peak allocation")
     write_json(
         args.json, {"benchmark": "mimi", "frame_ms": FRAME_MS, "results": results}
     )

@@ -1,4 +1,4 @@
-"""The benchmark's numbers: timing, token agreement, KL divergence, SNR, mel distance.
+"""The benchmark's quality numbers: token agreement, KL divergence, SNR, mel distance.
 
 Pure numpy; no model code.
 """
@@ -7,20 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-FRAME_MS = 80.0  # one Mimi / LM frame: 1920 samples at 24 kHz
 MEL_FFT = 1024
 MEL_HOP = 256
 MEL_BANDS = 80
 MEL_FLOOR = 1e-5
-
-
-def timing(ms: np.ndarray) -> dict[str, float]:
-    """Median / p95 / mean of per-call milliseconds."""
-    return {
-        "median_ms": float(np.median(ms)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "mean_ms": float(np.mean(ms)),
-    }
 
 
 def top1_agreement(reference: np.ndarray, other: np.ndarray) -> float:

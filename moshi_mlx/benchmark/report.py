@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import platform
-import resource
-import sys
 from pathlib import Path
 
-import mlx.core as mx
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,8 +16,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ..errors import MoshiError
-
-MIB = 2**20
+from .measure import MIB, machine, peak_process_mib
 
 
 class RichProgress:
@@ -58,13 +53,19 @@ def _mib(value: float) -> str:
     return f"{value / MIB:,.1f}"
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title, title_justify="left")
+def table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
+    """A rich table: first column left, the others right, floats with two decimals."""
+    out = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        out.add_column(col, justify="left" if i == 0 else "right")
     for row in rows:
-        table.add_row(*row)
-    return table
+        out.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    return out
+
+
+def print_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    """Print `table(title, columns, rows)` on stdout."""
+    Console().print(table(title, columns, rows))
 
 
 def _speed_row(r: dict) -> list[str]:
@@ -120,16 +121,16 @@ def print_report(results: dict, console: Console | None = None) -> None:
         highlight=False,
     )
     legend = [[r["level"], r["quantization"], r["origin"]] for r in levels]
-    console.print(_table("Levels", ["level", "quantization", "weights"], legend))
+    console.print(table("Levels", ["level", "quantization", "weights"], legend))
     console.print(
-        _table(
+        table(
             "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
             ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
             [_speed_row(r) for r in levels],
         )
     )
     console.print(
-        _table(
+        table(
             "Memory (MiB) and agreement with the float model",
             ["level", "disk", "memory", "peak", "text top-1", "audio top-1"]
             + ["text KL", "audio KL"],
@@ -138,7 +139,7 @@ def print_report(results: dict, console: Console | None = None) -> None:
     )
     if any("extrapolated" in r for r in levels):
         console.print(
-            _table(
+            table(
                 f"Extrapolated to {cfg['full_num_layers']} layers from "
                 f"{cfg['num_layers']} (estimate; /L = per layer)",
                 ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s"]
@@ -150,7 +151,7 @@ def print_report(results: dict, console: Console | None = None) -> None:
         [r["level"], *(f"{a:.3f}" for a in r["quality"]["audio_top1"])] for r in levels
     ]
     console.print(
-        _table(
+        table(
             "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
             ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
             books,
@@ -170,7 +171,7 @@ def print_report(results: dict, console: Console | None = None) -> None:
         for row in mimi["reconstruction"]
     ]
     console.print(
-        _table(
+        table(
             "Mimi reconstruction of the clip",
             ["codebooks", "SNR dB", "mel distance"],
             codec,
@@ -180,25 +181,9 @@ def print_report(results: dict, console: Console | None = None) -> None:
         console.print(f"- {note}", highlight=False)
 
 
-def machine() -> dict[str, str]:
-    """What the figures were measured on."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "mlx": mx.__version__,
-        "device": str(mx.default_device()),
-    }
-
-
-def peak_process_mib() -> float:
-    """Peak resident memory of this process in MiB (ru_maxrss)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / MIB if sys.platform == "darwin" else rss / 1024
-
-
-def write_json(path: Path, results: dict) -> None:
+def write_json(path: str | Path, results: dict) -> None:
     """Write the results with the machine description and the process's peak memory."""
+    path = Path(path)
     payload = {"machine": machine(), "peak_process_mib": peak_process_mib(), **results}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..lm import Lm, LmConfig, LmGen, Sampler
 from ..mimi import Mimi
 from ..mimi.transcode import transcode
-from . import metrics
+from . import measure, metrics
 from .levels import Level, level_spec, parse_level
 from .models import (
     LmSource,
@@ -87,8 +87,8 @@ def measure_mimi(
         progress.frames("Mimi codebooks", k, mimi.max_codebooks)
     result = {
         "parameter_bytes": parameter_bytes(mimi),
-        "encode": metrics.timing(streamed.encode_ms),
-        "decode": metrics.timing(streamed.decode_ms),
+        "encode": measure.timing(streamed.encode_ms),
+        "decode": measure.timing(streamed.decode_ms),
         "reconstruction": reconstruction,
     }
     return result, streamed.codes.T
@@ -165,14 +165,7 @@ def time_temporal_layers(model: Lm, steps: int, warmup: int) -> np.ndarray:
     x = mx.random.normal((1, 1, model.cfg.dim), key=mx.random.key(0)).astype(
         model.dtype
     )
-    for _ in range(warmup):
-        mx.eval(model.transformer(x, cache))
-    ms = np.empty(steps)
-    for i in range(steps):
-        start = time.perf_counter()
-        mx.eval(model.transformer(x, cache))
-        ms[i] = (time.perf_counter() - start) * 1000
-    return ms
+    return measure.time_steps(lambda: model.transformer(x, cache), steps, warmup)
 
 
 def compare(
@@ -236,12 +229,9 @@ def measure_level(
         "memory_bytes": parameter_bytes(model),
         "peak_memory_bytes": mx.get_peak_memory(),
         "load_s": load_s,
-        "lm_step": {
-            **metrics.timing(steps),
-            "rtf": np.median(steps) / metrics.FRAME_MS,
-        },
+        "lm_step": measure.frame_timing(steps),
         "temporal_layer": {  # one temporal transformer layer
-            **metrics.timing(per_layer),
+            **measure.timing(per_layer),
             "disk_bytes": built.layer_disk_bytes,
             "memory_bytes": layer_bytes(model),
         },
@@ -272,7 +262,7 @@ def add_frame_figures(
 
 
 def _frame(ms: float) -> dict[str, float]:
-    return {"median_ms": ms, "rtf": ms / metrics.FRAME_MS, "frames_per_s": 1000 / ms}
+    return {"median_ms": ms, "rtf": ms / measure.FRAME_MS, "frames_per_s": 1000 / ms}
 
 
 def run_benchmark(

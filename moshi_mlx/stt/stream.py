@@ -152,7 +152,7 @@ def benchmark_step(model: Lm, seed: int = 0) -> Callable[[], mx.array]:
     """A function running one STT step on random codes, returning its lazy text token.
 
     For timing the STT beside Moshi, e.g.
-    `benchmarks._common.time_steps(benchmark_step(model.lm), 100)`.
+    `moshi_mlx.benchmark.measure.time_steps(benchmark_step(model.lm), 100)`.
     """
     cfg = model.cfg
     gen = LmGen(model, text_sampler=Sampler(0.0), seed=seed)
