@@ -73,6 +73,7 @@ def test_chat_screen_shows_words_indicator_and_status():
     assert "≈ 914 ms mic → speaker" in text
     assert "mic 1.0/50 · speaker 2.0/25 frames" in text
     assert "1 frames · 2 (0.16 s) · 0 samples" in text
+    assert "skipped (late)  0 frames (0.00 s)" in text
     assert "████████····   -20 dB" in text and "████········   -40 dB" in text
     assert "elapsed" in text and "00:12.50" in text
     assert "0.6/240 s (239 s left)" in text
@@ -118,6 +119,16 @@ def test_plain_view_prints_finished_lines_and_status():
     view.close(audio)
     assert lines[-2] == "moshi [00:02.64] I am fine."
     assert lines[-1].startswith("status steps")
+
+
+def test_late_frames_skipped_show_on_screen_and_in_plain_lines():
+    state = ChatState(FRAME_S, context_steps=3000)
+    state.on_frame(event(0, ""))
+    audio = {**FakeDuplex().stats(), "output_skipped_frames": 3}
+    assert "skipped (late)  3 frames (0.24 s)" in screen(ChatView(state), audio)
+    lines: list[str] = []
+    PlainView(state, lines.append).close(audio)
+    assert "; skipped (late) 3 frames (0.24 s);" in lines[-1]
 
 
 def test_long_transcript_keeps_its_tail():

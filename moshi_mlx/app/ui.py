@@ -139,6 +139,7 @@ class ChatState:
         rate = audio.get("sample_rate", 24000)
         underrun_s = audio.get("output_underruns", 0) / rate
         overflows = audio.get("input_overflows", 0) + audio.get("output_overflows", 0)
+        skipped = audio.get("output_skipped_frames", 0)
         return [
             ("step", step),
             (
@@ -161,6 +162,10 @@ class ChatState:
                 f"{self.dropped_frames} frames · "
                 f"{audio.get('output_underrun_callbacks', 0)} ({underrun_s:.2f} s) · "
                 f"{overflows} samples",
+            ),
+            (
+                "skipped (late)",
+                f"{skipped} frames ({skipped * self.frame_seconds:.2f} s)",
             ),
             ("echo cancellation", echo_status(self.echo)),
             *(

@@ -7,6 +7,12 @@ a lock, prints or calls a model. The consumer thread (the frame loop) reads and 
 whole frames at 24 kHz; when the devices cannot run at 24 kHz the stream opens at a rate
 they accept and the consumer side resamples (soxr), so callers only ever see 24 kHz.
 
+Mic → speaker latency stays bounded: the speaker queue holds the period due plus the
+cushion, with less than one period of slack. When more is queued as a period starts
+(the frame loop caught up in a burst after an underrun, which played silence in its
+place), the callback, the ring's consumer, skips the oldest whole periods: late audio
+is dropped and counted (`output_skipped_frames`) instead of delaying every later word.
+
 Frame k of `read_frame` and frame k of `read_played_frame` cover the same device period
 (the callback writes both), so they stay paired; `drop_input_frames` drops both.
 Threads: `read_frame`, `read_played_frame`, `input_frames_available`,
@@ -203,7 +209,8 @@ class DuplexAudio:
             output_capacity_frames: frames that can be queued for the speaker.
             output_cushion_frames: frames queued beyond the one due before playback
                 starts, or resumes after an underrun: absorbs step-time (and resampler)
-                jitter, for that much latency.
+                jitter, for that much latency. A whole frame more than that as a period
+                starts is late audio: the oldest frames are skipped.
             device_rate: force the stream's rate (None: 24 kHz if accepted, else a rate
                 both devices accept, resampled on the consumer side).
             latency: PortAudio's suggested latency, seconds or "low" / "high".
@@ -255,6 +262,9 @@ class DuplexAudio:
         self._output_started = False
         self._playing = False
         self._resume_level = (1 + output_cushion_frames) * self.blocksize
+        # A period starting with this many samples queued skips the oldest whole periods.
+        self._late_level = self._resume_level + self.blocksize
+        self._skipped_samples = 0
         self._callbacks = 0
         self._underrun_samples = 0
         self._underrun_callbacks = 0
@@ -314,8 +324,14 @@ class DuplexAudio:
         if status.output_underflow:
             self._status_output_underflows += 1
         speaker = outdata[:, 0]
-        if not self._playing and self._output.available >= self._resume_level:
+        queued = self._output.available
+        if not self._playing and queued >= self._resume_level:
             self._playing = self._output_started = True
+        if self._playing and queued >= self._late_level:
+            late = queued - self._resume_level
+            late -= late % self.blocksize  # whole periods, down to the cushion
+            self._output.discard(late)
+            self._skipped_samples += late
         got = self._output.read_into(speaker) if self._playing else 0
         if got < frames:
             speaker[got:] = 0.0
@@ -394,6 +410,7 @@ class DuplexAudio:
             "output_overflows": round(self._output.overflows * to_rate),
             "output_underruns": round(self._underrun_samples * to_rate),
             "output_underrun_callbacks": self._underrun_callbacks,
+            "output_skipped_frames": self._skipped_samples // self.blocksize,
             "played_overflows": self._played_frames.overflows,
             "input_frames_dropped": self._input_frames_dropped,
             "status_input_overflows": self._status_input_overflows,
