@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError, WeightsError
-from .weights import hub_file
+from .weights import hub_connection_error, hub_file
 
 VOICES = ("moshiko", "moshika")
 TOKENIZER_FILENAME = "tokenizer_spm_32k_3.model"
@@ -121,8 +121,9 @@ def _optional_hub_file(repo: str, filename: str, offline: bool) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    local_only = offline or hub_connection_error() is not None
     try:
-        return Path(hf_hub_download(repo, filename, local_files_only=offline))
+        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except (EntryNotFoundError, LocalEntryNotFoundError):
         return None
     except KeyboardInterrupt:
@@ -258,7 +259,7 @@ def _lm_weight_bytes(
     cached = try_to_load_from_cache(repo, filename)
     if isinstance(cached, str):
         return _in_memory_bytes(Path(cached), request.dtype)
-    if offline:
+    if offline or hub_connection_error() is not None:
         return None  # the download step reports the missing file
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from mlx.utils import tree_flatten
 from .errors import WeightsError
 
 MAX_KEYS_SHOWN = 5
+# How long the one request checking that the Hugging Face hub answers may take: without
+# it, a download with no network retries for about 25 s before giving up.
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def load_safetensors(path: str | Path) -> dict[str, mx.array]:
@@ -65,27 +69,44 @@ def load_strict(model: nn.Module, weights: dict[str, mx.array], source: str | Pa
     model.load_weights(list(weights.items()), strict=True)
 
 
+@functools.cache
+def hub_connection_error() -> str | None:
+    """Why the Hugging Face hub cannot be reached (None: it answers); asked once."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:  # no DNS, no route, timeout, proxy or TLS failure
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return f"{constants.ENDPOINT}: {reason}"
+    return None  # any HTTP answer, even an error status: the network works
+
+
 def hub_file(repo: str, filename: str, offline: bool = False) -> Path:
     """Return the local path of `filename` from Hugging Face repo `repo`, downloading if needed.
 
     Downloads show a progress bar and resume if interrupted; with `offline` (or
-    HF_HUB_OFFLINE=1) only the local cache is used.
+    HF_HUB_OFFLINE=1) only the local cache is used, and so it is, quietly, when the hub
+    cannot be reached.
     """
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    local_only = offline or hub_connection_error() is not None
     try:
-        return Path(hf_hub_download(repo, filename, local_files_only=offline))
+        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
     except LocalEntryNotFoundError:
         if offline:
             raise WeightsError(
                 f"{repo}/{filename} is not in the Hugging Face cache and offline mode is on; "
                 "run once online or pass a local file"
             ) from None
+        reason = hub_connection_error()
         raise WeightsError(
-            f"could not download {repo}/{filename}: no network and not cached; "
-            "connect to the internet or pass a local file"
+            f"could not download {repo}/{filename}: no network and not cached"
+            + (f" ({reason})" if reason else "")
+            + "; connect to the internet or pass a local file"
         ) from None
     except EntryNotFoundError:
         raise WeightsError(f"{repo} has no file {filename}") from None

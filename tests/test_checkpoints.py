@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+import wave
 from pathlib import Path
 
 import huggingface_hub
 import huggingface_hub.constants
+import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from moshi_mlx.checkpoints import (
     GB,
@@ -21,6 +28,7 @@ from moshi_mlx.checkpoints import (
     resolve_checkpoint,
 )
 from moshi_mlx.errors import ConfigError, WeightsError
+from moshi_mlx.weights import hub_connection_error, hub_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -263,3 +271,118 @@ def test_interrupted_download_says_run_again(hf_cache, monkeypatch):
         match=r"download of kyutai/moshiko-mlx-q4/.* interrupted; run again",
     ):
         resolve_checkpoint(WeightRequest(memory_check=False))
+
+
+# ---------------------------------------------------------------- no network
+
+
+class FakeSession:
+    """huggingface_hub's HTTP session: HEAD answers, or fails like a dead network."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.heads: list[str] = []
+
+    def head(self, url: str, timeout: float):
+        self.heads.append(url)
+        if self.error is not None:
+            raise self.error
+        return object()
+
+
+@pytest.fixture
+def hub_session(monkeypatch):
+    """Install a FakeSession (`hub_session(error)`); the probe's memory is cleared."""
+
+    def install(error: Exception | None) -> FakeSession:
+        session = FakeSession(error)
+        monkeypatch.setattr(huggingface_hub, "get_session", lambda: session)
+        hub_connection_error.cache_clear()
+        return session
+
+    yield install
+    hub_connection_error.cache_clear()
+
+
+def test_unreachable_hub_uses_the_cache_quietly(
+    hf_cache, hub_session, lm_fixtures, caplog
+):
+    snapshot = populate(
+        hf_cache,
+        "kyutai/moshiko-mlx-q4",
+        {"tokenizer.model": lm_fixtures / "tokenizer.model"},
+    )
+    session = hub_session(OSError("[Errno -2] Name or service not known"))
+    assert hub_file("kyutai/moshiko-mlx-q4", "tokenizer.model") == (
+        snapshot / "tokenizer.model"
+    )
+    with pytest.raises(WeightsError) as err:
+        hub_file("kyutai/moshiko-mlx-q4", "missing.safetensors")
+    assert str(err.value) == (
+        "could not download kyutai/moshiko-mlx-q4/missing.safetensors: no network and "
+        "not cached (https://huggingface.co: [Errno -2] Name or service not known); "
+        "connect to the internet or pass a local file"
+    )
+    assert len(session.heads) == 1  # probed once per process
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_reachable_hub_downloads_as_usual(hf_cache, hub_session, monkeypatch, tmp_path):
+    calls = []
+
+    def download(repo, filename, local_files_only):
+        calls.append((repo, filename, local_files_only))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    hub_session(None)
+    assert hub_file("me/repo", "model.safetensors") == tmp_path / "model.safetensors"
+    assert hub_file("me/repo", "model.safetensors", offline=True)
+    assert calls == [
+        ("me/repo", "model.safetensors", False),  # online: progress bar and resume
+        ("me/repo", "model.safetensors", True),
+    ]
+
+
+def test_chat_resolution_without_network_stops_before_any_retry(hf_cache, hub_session):
+    hub_session(OSError("Network is unreachable"))
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=r"no network and not cached \(https://"):
+        resolve_checkpoint(WeightRequest())  # config.json, memory check, tokenizer
+    assert time.monotonic() - start < 1.0
+
+
+def test_codec_without_network_fails_fast_in_one_line(tmp_path):
+    """No network, nothing cached, no --offline: one line in seconds, no retries."""
+    hub_connection_error.cache_clear()
+    if hub_connection_error() is None:
+        pytest.skip("this machine reaches the Hugging Face hub")
+    with wave.open(str(tmp_path / "in.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(24000)
+        w.writeframes(np.zeros(2400, np.int16).tobytes())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_HOME"] = str(tmp_path / "hf")
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "cli.py",
+            "codec",
+            str(tmp_path / "in.wav"),
+            str(tmp_path / "out.wav"),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2
+    assert result.stdout.strip() == ""  # (the transient progress bar leaves a newline)
+    assert result.stderr.startswith("error: could not download kyutai/")
+    assert "no network and not cached" in result.stderr
+    assert result.stderr.count("\n") == 1  # no warnings, no retry lines, no traceback
+    assert elapsed < 10, elapsed  # huggingface_hub alone retries for about 25 s
