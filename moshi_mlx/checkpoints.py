@@ -89,6 +89,12 @@ def official_repo(voice: str, quantized: str) -> str:
     return f"kyutai/{voice}-mlx-{QUANTIZATIONS[quantized].repo_suffix}"
 
 
+def official_mimi_file(offline: bool = False) -> Path:
+    """Kyutai's Mimi weights (the same file in every Moshi repo), downloading if needed."""
+    repo = official_repo(DEFAULT_VOICE, DEFAULT_QUANTIZED)
+    return hub_file(repo, MIMI_FILENAME, offline=offline)
+
+
 def quantization_for(flag: str) -> Quantization:
     """The Quantization of a `--quantized` value (ConfigError listing valid ones)."""
     if flag not in QUANTIZATIONS:

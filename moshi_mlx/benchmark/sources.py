@@ -12,11 +12,15 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio.files import read_audio, resample
-from ..checkpoints import WeightRequest, available_memory, resolve_checkpoint
+from ..checkpoints import (
+    WeightRequest,
+    available_memory,
+    official_mimi_file,
+    resolve_checkpoint,
+)
 from ..errors import AudioError, ConfigError, WeightsError
 from ..lm import LmConfig
-from ..mimi import MIMI_FILENAME, MIMI_REPO, MimiConfig
-from ..weights import hub_file
+from ..mimi import MimiConfig
 from .levels import DEFAULT_LEVELS, Level
 from .models import LmSource, checkpoint_source, float_shapes, random_source
 
@@ -116,7 +120,7 @@ def resolve_sources(
             _check_random_fits(lm.config)
         return Sources(lm, request.mimi_weight, mimi_config, random=True)
     lm = checkpoint_source(request.moshi_weight, cfg, layers)
-    mimi = request.mimi_weight or hub_file(MIMI_REPO, MIMI_FILENAME, request.offline)
+    mimi = request.mimi_weight or official_mimi_file(request.offline)
     return Sources(lm, mimi, mimi_config, random=False)
 
 

@@ -24,8 +24,6 @@ from .seanet import SeanetDecoder, SeanetEncoder
 from .seanet import State as SeanetState
 from .transformer import MimiTransformer
 
-MIMI_REPO = "kyutai/moshiko-mlx-q4"
-MIMI_FILENAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
 CODEBOOK_EPS = 1e-5
 
 

@@ -12,10 +12,10 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio.files import read_audio, write_audio
+from ..checkpoints import official_mimi_file
 from ..errors import MoshiError
-from ..weights import hub_file
 from .config import MimiConfig
-from .model import MIMI_FILENAME, MIMI_REPO, Mimi, load_mimi
+from .model import Mimi, load_mimi
 from .stream import MimiStream
 
 
@@ -41,7 +41,7 @@ def open_mimi(
     offline: bool = False,
 ) -> Mimi:
     """Load Mimi from a local file, or the official file from the Hugging Face cache/hub."""
-    path = weight if weight else hub_file(MIMI_REPO, MIMI_FILENAME, offline)
+    path = weight if weight else official_mimi_file(offline)
     return load_mimi(path, config, num_codebooks)
 
 
