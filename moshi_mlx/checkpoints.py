@@ -11,7 +11,7 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, WeightsError
@@ -151,10 +151,13 @@ def _read_json(path: Path, flag: str) -> dict:
 
 
 def resolve_checkpoint(
-    request: WeightRequest, available: int | None = None
+    request: WeightRequest,
+    available: int | None = None,
+    companions: tuple[CompanionModel, ...] = (),
 ) -> Checkpoint:
     """Find (downloading if allowed) every file, checking first that the model fits.
 
+    `companions`: other models loaded beside Moshi, counted by the memory check.
     `available` overrides the measured free memory in bytes (for tests).
     """
     if request.voice not in VOICES:
@@ -203,10 +206,11 @@ def resolve_checkpoint(
         lm_bytes = _lm_weight_bytes(request, repo, lm_name, quant, offline)
         if lm_bytes is not None:
             stored = expected or _stored_quantization(request.moshi_weight, quant)
+            estimate = estimate_memory(
+                lm_bytes, lm_config, mimi_weight, request.dtype, stored
+            )
             check_memory(
-                estimate_memory(
-                    lm_bytes, lm_config, mimi_weight, request.dtype, stored
-                ),
+                estimate.with_companions(companions),
                 stored,
                 available_memory() if available is None else available,
             )
@@ -235,22 +239,56 @@ def _stored_quantization(path: Path | None, guess: Quantization) -> Quantization
 
 
 @dataclass(frozen=True)
+class CompanionModel:
+    """Another LM loaded beside Moshi (the user transcript's speech-to-text model)."""
+
+    name: str  # how the memory message calls it, e.g. "speech-to-text"
+    flag: str  # the flag that loads it, named when leaving it out would fit
+    weight: Path
+    config: Path  # its LM config, for its attention cache
+    dtype: str
+
+    def memory(self) -> float:
+        """Bytes of its weights (at `dtype` if plain, as stored if quantized) and cache."""
+        weights = _in_memory_bytes(self.weight, self.dtype)
+        return weights + _kv_cache_bytes(self.config, self.dtype)
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes a session needs: LM and Mimi weights and the LM's attention cache."""
+    """Bytes a session needs: LM and Mimi weights, the LM's attention cache, companions."""
 
     lm_weights: float
     mimi_weights: float
     kv_cache: float
     lm_params: float  # parameter count, to price the other quantizations
+    # (name, flag, bytes) of each companion model: weights and attention cache
+    companions: tuple[tuple[str, str, float], ...] = ()
+
+    @property
+    def moshi(self) -> float:
+        """Moshi's own bytes (LM, Mimi, cache), before the overhead factor."""
+        return self.lm_weights + self.mimi_weights + self.kv_cache
 
     @property
     def total(self) -> float:
-        return (self.lm_weights + self.mimi_weights + self.kv_cache) * MEMORY_OVERHEAD
+        companions = sum(size for _, _, size in self.companions)
+        return (self.moshi + companions) * MEMORY_OVERHEAD
 
     def as_quantization(self, quant: Quantization) -> MemoryEstimate:
         """The same session with the LM stored as `quant`."""
         lm = self.lm_params * quant.bits_per_weight / 8
-        return MemoryEstimate(lm, self.mimi_weights, self.kv_cache, self.lm_params)
+        return replace(self, lm_weights=lm)
+
+    def with_companions(self, models: tuple[CompanionModel, ...]) -> MemoryEstimate:
+        """The same session with these models loaded beside Moshi."""
+        sizes = tuple((m.name, m.flag, m.memory()) for m in models)
+        return replace(self, companions=self.companions + sizes)
+
+    def breakdown(self) -> str:
+        """What the total is made of, e.g. "Moshi 5.3 GB, speech-to-text 2.4 GB"."""
+        parts = [("Moshi", self.moshi)] + [(n, b) for n, _, b in self.companions]
+        return ", ".join(f"{n} {_size(b * MEMORY_OVERHEAD)}" for n, b in parts)
 
 
 def _lm_weight_bytes(
@@ -341,14 +379,22 @@ def check_memory(
         if q.bits is not None and (quant.bits is None or q.bits < quant.bits)
     ]
     fits = [q for q in smaller if estimate.as_quantization(q).total <= available]
+    alone = replace(estimate, companions=())
     if fits:
         best = max(fits, key=lambda q: q.bits)
         hint = f"--quantized {best.flag} would fit"
+    elif estimate.companions and alone.total <= available:
+        flags = " and ".join(flag for _, flag, _ in estimate.companions)
+        hint = f"without {flags} Moshi alone would fit"
     else:
         hint = "no smaller quantization would fit either; close other applications"
+    needs = f"the model needs about {_size(estimate.total)}"
+    if estimate.companions:
+        needs = (
+            f"the models need about {_size(estimate.total)} ({estimate.breakdown()})"
+        )
     raise WeightsError(
-        f"the model needs about {_size(estimate.total)} but only "
-        f"{_size(available)} of memory is available; {hint} "
+        f"{needs} but only {_size(available)} of memory is available; {hint} "
         "(or pass --no-memory-check to try anyway)"
     )
 

@@ -20,6 +20,7 @@ from moshi_mlx.checkpoints import (
     MIMI_FILENAME,
     QUANTIZATIONS,
     TOKENIZER_FILENAME,
+    CompanionModel,
     MemoryEstimate,
     WeightRequest,
     check_memory,
@@ -243,6 +244,80 @@ def test_resolution_checks_memory_before_loading(lm_fixtures, mimi_fixtures):
         resolve_checkpoint(request, available=12_000_000)
     skipped = WeightRequest(**{**request.__dict__, "memory_check": False})
     assert resolve_checkpoint(skipped, available=1).lm_weight == request.moshi_weight
+
+
+def stt_companion_of(stt_fixtures: Path) -> CompanionModel:
+    return CompanionModel(
+        "speech-to-text",
+        "--user-transcript",
+        stt_fixtures / "model.safetensors",
+        stt_fixtures / "config.json",
+        "bfloat16",
+    )
+
+
+def test_memory_check_counts_the_user_transcript_model(
+    lm_fixtures, mimi_fixtures, stt_fixtures
+):
+    request = WeightRequest(
+        moshi_weight=lm_fixtures / "model.safetensors",
+        lm_config=lm_fixtures / "config.json",
+        tokenizer=lm_fixtures / "tokenizer.model",
+        mimi_weight=mimi_fixtures / "mimi_small.safetensors",
+        offline=True,
+    )
+    stt = (stt_companion_of(stt_fixtures),)
+    # Moshi alone: 1.1 x 13.2 MB (see above) = 14.5 MB, fits in 15 MB; the STT adds
+    # 1.1 x (bf16 weights 3.85 MB + KV cache 1.5 MB = 2 x 2 layers x 750 steps x 256
+    # x 2 B); with Moshi in q4 (1.6 MB) both would take 16.5 MB
+    resolve_checkpoint(request, available=15_000_000)
+    with pytest.raises(WeightsError) as err:
+        resolve_checkpoint(request, available=15_000_000, companions=stt)
+    assert str(err.value) == (
+        "the models need about 20 MB (Moshi 15 MB, speech-to-text 6 MB) but only "
+        "15 MB of memory is available; without --user-transcript Moshi alone would "
+        "fit (or pass --no-memory-check to try anyway)"
+    )
+    with pytest.raises(
+        WeightsError, match=r"need about 20 MB .*--quantized 4 would fit"
+    ):
+        resolve_checkpoint(request, available=17_000_000, companions=stt)
+    resolve_checkpoint(request, available=21_000_000, companions=stt)
+
+
+def test_memory_check_with_a_companion_suggests_a_smaller_moshi():
+    estimate = q8_session()
+    stt = (("speech-to-text", "--user-transcript", 2.4 * GB),)
+    both = MemoryEstimate(**{**estimate.__dict__, "companions": stt})
+    check_memory(estimate, QUANTIZATIONS["8"], available=int(12 * GB))  # 11.1 GB
+    with pytest.raises(
+        WeightsError,
+        match=r"Moshi 11\.1 GB, speech-to-text 2\.6 GB\).*--quantized 4 would fit",
+    ):
+        check_memory(both, QUANTIZATIONS["8"], available=int(12 * GB))
+    with pytest.raises(WeightsError, match=r"no smaller quantization would fit either"):
+        check_memory(both, QUANTIZATIONS["8"], available=int(8 * GB))
+
+
+def test_chat_counts_the_user_transcript_before_loading(monkeypatch):
+    """`chat --user-transcript`: the STT model's weights are in the memory check."""
+    from test_file_mode import tiny_request
+    from test_stt import fixture_request
+
+    from moshi_mlx import checkpoints
+    from moshi_mlx.app.chat import ChatOptions, run_chat
+    from moshi_mlx.app.engine import SamplingSettings
+    from moshi_mlx.audio import duplex
+
+    monkeypatch.setattr(duplex, "DuplexAudio", lambda **devices: None)
+    monkeypatch.setattr(checkpoints, "available_memory", lambda: 15_000_000)
+    with pytest.raises(WeightsError, match=r"\(Moshi 15 MB, speech-to-text \d+ MB\)"):
+        run_chat(
+            tiny_request(),
+            SamplingSettings(),
+            ChatOptions(ui=False),
+            stt=fixture_request(dtype="bfloat16"),
+        )
 
 
 def test_custom_repo_name_gives_the_file_format(hf_cache, lm_fixtures, mimi_fixtures):

@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from ..checkpoints import WeightRequest, resolve_checkpoint
+from ..checkpoints import CompanionModel, WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
-from ..stt.checkpoint import SttRequest, resolve_stt_checkpoint
+from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
 from .engine import MoshiEngine, SamplingSettings, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
@@ -85,10 +85,12 @@ def run_chat(
     audio = DuplexAudio(
         input_device=options.input_device, output_device=options.output_device
     )
-    checkpoint = resolve_checkpoint(request)
     stt_checkpoint = None
-    if stt is not None:
+    companions = ()
+    if stt is not None:  # first: the memory check counts it beside Moshi
         stt_checkpoint = resolve_stt_checkpoint(stt, with_mimi=False)  # Moshi's Mimi
+        companions = (stt_companion(stt_checkpoint),)
+    checkpoint = resolve_checkpoint(request, companions=companions)
     transcriber = None
     with console.status("loading Moshi and warming up…"):
         stt_model = None
@@ -128,6 +130,17 @@ def run_chat(
             echo,
             transcriber,
         )
+
+
+def stt_companion(checkpoint: SttCheckpoint) -> CompanionModel:
+    """The user transcript's STT model, as the memory check counts it beside Moshi."""
+    return CompanionModel(
+        "speech-to-text",
+        "--user-transcript",
+        checkpoint.weight,
+        checkpoint.config,
+        checkpoint.dtype,
+    )
 
 
 def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: int):
