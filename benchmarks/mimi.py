@@ -43,7 +43,7 @@ SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
 def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) -> dict:
     """Time `frames` streaming encode steps and decode steps in this process."""
     load_before = os.getloadavg()[0]  # other processes skew CPU timings
-    cfg = MimiConfig.from_json(config) if config else MimiConfig.official()
+    cfg = MimiConfig.from_json_or_official(config)
     if weight:
         mimi = load_mimi(weight, cfg)
     else:

@@ -105,7 +105,7 @@ def resolve_sources(
         raise ConfigError(
             "--quantized does not apply to bench; choose levels with --levels"
         )
-    mimi_config = _mimi_config(request.mimi_config)
+    mimi_config = MimiConfig.from_json_or_official(request.mimi_config)
     if options.official or request.hf_repo:
         return _repository_sources(request, options, levels)
     cfg = (
@@ -144,11 +144,8 @@ def _repository_sources(
             published[flag] = resolve_checkpoint(level_request).lm_weight
     layers = _layers(options.layers, cfg)
     lm = checkpoint_source(files.lm_weight, cfg, layers, published)
-    return Sources(lm, files.mimi_weight, _mimi_config(files.mimi_config), random=False)
-
-
-def _mimi_config(path: Path | None) -> MimiConfig:
-    return MimiConfig.from_json(path) if path else MimiConfig.official()
+    mimi_config = MimiConfig.from_json_or_official(files.mimi_config)
+    return Sources(lm, files.mimi_weight, mimi_config, random=False)
 
 
 def _layers(layers: int | None, cfg: LmConfig) -> int:

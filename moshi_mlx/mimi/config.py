@@ -169,6 +169,11 @@ class MimiConfig:
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def from_json_or_official(cls, path: str | Path | None) -> MimiConfig:
+        """The config in `path` (see from_json), or the official one when None."""
+        return cls.from_json(path) if path else cls.official()
+
     def validate(self, source: str = "config") -> None:
         """Check the frame geometry the streaming codec relies on."""
         hop = self.seanet.hop_length

@@ -95,7 +95,7 @@ def transcode_file(
     on_frame: Callable[[int, int], None] | None = None,
 ) -> Transcoded:
     """Read any WAV/FLAC, stream it through Mimi, write the reconstruction (and the codes)."""
-    cfg = MimiConfig.from_json(config) if config else MimiConfig.official()
+    cfg = MimiConfig.from_json_or_official(config)
     pcm = read_audio(source, cfg.sample_rate)
     mimi = open_mimi(weight, cfg, num_codebooks, offline)
     result = transcode(mimi, pcm, on_frame)
