@@ -16,10 +16,13 @@ import argparse
 
 import numpy as np
 
-from moshi_mlx.audio.duplex import FRAME_SIZE, SAMPLE_RATE, DuplexAudio
+from moshi_mlx.audio.duplex import DuplexAudio
 from moshi_mlx.audio.echo import EchoCanceller
 from moshi_mlx.audio.files import read_audio
+from moshi_mlx.mimi import MimiConfig
 
+MIMI = MimiConfig.official()  # the app's frames
+SAMPLE_RATE, FRAME_SIZE = MIMI.sample_rate, MIMI.frame_size
 PREFILL_FRAMES = 2  # speaker frames queued ahead, like the app's output queue
 
 
@@ -37,7 +40,7 @@ def main() -> None:
     far_frames = far[: (n_frames + PREFILL_FRAMES) * FRAME_SIZE].reshape(-1, FRAME_SIZE)
     aec = EchoCanceller(SAMPLE_RATE, reference_delay_ms=args.reference_delay_ms)
     mic, played, clean, erle = [], [], [], []
-    with DuplexAudio() as audio:
+    with DuplexAudio(SAMPLE_RATE, FRAME_SIZE) as audio:
         for frame in far_frames[:PREFILL_FRAMES]:
             audio.write_frame(frame)
         print("playing", flush=True)  # the test starts the second voice from here

@@ -26,7 +26,7 @@ from moshi_mlx.audio.devices import AudioDevice
 from moshi_mlx.audio.duplex import DuplexAudio, StreamSettings, choose_stream_settings
 from moshi_mlx.errors import AudioError
 
-FRAME = 1920
+RATE, FRAME = 24000, 1920  # Mimi's frames, as the app passes them
 
 
 # --- a fake sounddevice: the callback is driven by hand -----------------------------
@@ -113,7 +113,11 @@ def ramp_frames(n_frames: int, start: int = 0) -> np.ndarray:
 
 def test_frames_flow_through_the_callback_at_24k(fake_sd):
     audio = DuplexAudio(
-        input_capacity_frames=4, output_capacity_frames=4, device_rate=24000
+        RATE,
+        FRAME,
+        input_capacity_frames=4,
+        output_capacity_frames=4,
+        device_rate=24000,
     )
     with audio:
         stream = audio._stream
@@ -147,7 +151,7 @@ def test_frames_flow_through_the_callback_at_24k(fake_sd):
 
 
 def test_underrun_plays_silence_and_counts(fake_sd):
-    audio = DuplexAudio(device_rate=24000, output_cushion_frames=0)
+    audio = DuplexAudio(RATE, FRAME, device_rate=24000, output_cushion_frames=0)
     with audio:
         stream = audio._stream
         half = np.ones(FRAME, np.float32)
@@ -165,7 +169,7 @@ def test_underrun_plays_silence_and_counts(fake_sd):
 
 
 def test_cushion_holds_playback_until_filled_and_after_an_underrun(fake_sd):
-    with DuplexAudio(device_rate=24000, output_cushion_frames=1) as audio:
+    with DuplexAudio(RATE, FRAME, device_rate=24000, output_cushion_frames=1) as audio:
         stream = audio._stream
         silence = np.zeros(FRAME, np.float32)
         audio.write_frame(np.full(FRAME, 1.0, np.float32))
@@ -212,7 +216,7 @@ class EchoAfterStall:
 def test_latency_returns_to_the_cushion_after_underruns(fake_sd, stalls):
     """A slow step underruns the speaker, then the loop catches up in a burst: the
     late frames are skipped so the mic → speaker delay is what it was before."""
-    audio = DuplexAudio(device_rate=24000, output_cushion_frames=1)
+    audio = DuplexAudio(RATE, FRAME, device_rate=24000, output_cushion_frames=1)
     with audio:
         model = EchoAfterStall(audio._stream, FRAME)
         loop = FrameLoop(model, audio)
@@ -246,7 +250,7 @@ def test_latency_returns_to_the_cushion_after_underruns(fake_sd, stalls):
 
 @pytest.mark.parametrize("device_rate", [24000, 48000])
 def test_a_burst_after_an_underrun_is_trimmed_to_the_cushion(fake_sd, device_rate):
-    audio = DuplexAudio(device_rate=device_rate, output_cushion_frames=1)
+    audio = DuplexAudio(RATE, FRAME, device_rate=device_rate, output_cushion_frames=1)
     with audio:
         stream, period = audio._stream, audio.blocksize
         silence = np.zeros(period, np.float32)
@@ -270,11 +274,13 @@ def test_a_burst_after_an_underrun_is_trimmed_to_the_cushion(fake_sd, device_rat
 
 def test_cushion_must_fit_the_output_ring(fake_sd):
     with pytest.raises(ValueError, match="output_cushion_frames"):
-        DuplexAudio(output_capacity_frames=2, output_cushion_frames=2)
+        DuplexAudio(RATE, FRAME, output_capacity_frames=2, output_cushion_frames=2)
 
 
 def test_overflows_are_counted_not_blocking(fake_sd):
     audio = DuplexAudio(
+        RATE,
+        FRAME,
         input_capacity_frames=2,
         output_capacity_frames=1,
         output_cushion_frames=0,
@@ -295,7 +301,7 @@ def test_overflows_are_counted_not_blocking(fake_sd):
 
 
 def test_drop_input_frames_drops_the_oldest_and_the_paired_played(fake_sd):
-    audio = DuplexAudio(device_rate=24000, output_cushion_frames=0)
+    audio = DuplexAudio(RATE, FRAME, device_rate=24000, output_cushion_frames=0)
     with audio:
         stream = audio._stream
         mic = ramp_frames(5)
@@ -320,7 +326,7 @@ def test_stereo_only_devices_get_channel_0_in_and_the_same_signal_on_every_outpu
     monkeypatch.setattr(
         duplex, "list_devices", lambda: [make_device(inputs=2, outputs=2)]
     )
-    with DuplexAudio(output_cushion_frames=0) as audio:
+    with DuplexAudio(RATE, FRAME, output_cushion_frames=0) as audio:
         assert sd.opened[0]["channels"] == (2, 2)
         audio.write_frame(np.full(FRAME, 0.5, np.float32))
         mic = np.stack([np.full(FRAME, 0.25), np.full(FRAME, -1.0)], axis=1)
@@ -338,7 +344,7 @@ def test_resampling_when_24k_is_refused(monkeypatch):
     monkeypatch.setattr(duplex, "list_devices", lambda: [make_device(rate=48000.0)])
     t = np.arange(48000 * 2) / 48000
     tone_48k = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    with DuplexAudio() as audio:
+    with DuplexAudio(RATE, FRAME) as audio:
         stream = audio._stream
         assert (audio.device_rate, audio.blocksize) == (48000, 2 * FRAME)
         mic, played, speaker = [], [], []
@@ -385,7 +391,7 @@ def test_resampling_when_24k_is_refused(monkeypatch):
 
 def test_choose_stream_settings_prefers_24k_mono():
     sd = FakeSoundDevice()
-    settings = choose_stream_settings(sd, make_device(), make_device())
+    settings = choose_stream_settings(sd, make_device(), make_device(), RATE)
     assert settings == StreamSettings(24000, 1, 1)
 
 
@@ -394,7 +400,7 @@ def test_choose_stream_settings_falls_back_to_the_device_rate():
         accepted={("input", 1, 44100), ("output", 2, 44100), ("output", 2, 48000)}
     )
     mic, speaker = make_device(rate=44100.0), make_device(outputs=2, rate=48000.0)
-    assert choose_stream_settings(sd, mic, speaker) == StreamSettings(44100, 1, 2)
+    assert choose_stream_settings(sd, mic, speaker, RATE) == StreamSettings(44100, 1, 2)
 
 
 def test_choose_stream_settings_with_no_common_rate_is_one_line():
@@ -402,7 +408,7 @@ def test_choose_stream_settings_with_no_common_rate_is_one_line():
     mic = make_device(0, "USB Mic", outputs=0, rate=44100.0)
     speaker = make_device(1, "HDMI", inputs=0, rate=48000.0)
     with pytest.raises(AudioError) as err:
-        choose_stream_settings(sd, mic, speaker)
+        choose_stream_settings(sd, mic, speaker, RATE)
     message = str(err.value)
     assert "\n" not in message
     assert "0 'USB Mic'" in message and "1 'HDMI'" in message
@@ -414,23 +420,23 @@ def test_busy_device_is_a_one_line_error(fake_sd):
         "Error opening Stream: Device unavailable\n[PaErrorCode -9985]", -9985
     )
     with pytest.raises(AudioError, match="busy or unavailable.*close other programs"):
-        DuplexAudio().start()
+        DuplexAudio(RATE, FRAME).start()
     fake_sd.open_error = FakePortAudioError(
         "Error opening Stream:\nInvalid flag", -9995
     )
     with pytest.raises(AudioError) as err:
-        DuplexAudio().start()
+        DuplexAudio(RATE, FRAME).start()
     assert "\n" not in str(err.value)
     assert "cannot open the audio stream" in str(err.value)
 
 
 def test_write_frame_checks_the_shape(fake_sd):
     with pytest.raises(ValueError, match=r"\(1920,\)"):
-        DuplexAudio().write_frame(np.zeros(100, np.float32))
+        DuplexAudio(RATE, FRAME).write_frame(np.zeros(100, np.float32))
 
 
 def test_read_frame_timeout_waits_without_spinning(fake_sd):
-    with DuplexAudio(device_rate=24000) as audio:
+    with DuplexAudio(RATE, FRAME, device_rate=24000) as audio:
         wall, cpu = time.monotonic(), time.process_time()
         assert audio.read_frame(timeout=0.2) is None
         wall, cpu = time.monotonic() - wall, time.process_time() - cpu
@@ -592,7 +598,7 @@ def _scenario_duplex(out_dir: str, device_rate: str) -> dict:
     speaker = read_wav(out / "speaker.wav")
     total_frames = 30  # 2.4 s: the 1.5 s WAV plus start-up margins
     captured, played = [], []
-    with DuplexAudio(device_rate=int(device_rate)) as audio:
+    with DuplexAudio(RATE, FRAME, device_rate=int(device_rate)) as audio:
         start = time.monotonic()
         # The mic is live once its first frame arrives: only then start feeding it.
         first = audio.read_frame(timeout=2.0)
@@ -630,14 +636,14 @@ def _scenario_duplex(out_dir: str, device_rate: str) -> dict:
 
 def _scenario_error(kwargs: str) -> dict:
     try:
-        DuplexAudio(**json.loads(kwargs))
+        DuplexAudio(RATE, FRAME, **json.loads(kwargs))
     except AudioError as exc:
         return {"error": str(exc)}
     return {"error": None}
 
 
 def _scenario_resolve(kwargs: str) -> dict:
-    audio = DuplexAudio(**json.loads(kwargs))
+    audio = DuplexAudio(RATE, FRAME, **json.loads(kwargs))
     return {
         "input": [audio.input_device.index, audio.input_device.name],
         "output": [audio.output_device.index, audio.output_device.name],

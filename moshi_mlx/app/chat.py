@@ -15,6 +15,7 @@ from rich.live import Live
 
 from ..checkpoints import CompanionModel, WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
+from ..mimi import MimiConfig
 from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
 from .engine import MoshiEngine, SamplingSettings, load_engine
@@ -82,8 +83,12 @@ def run_chat(
     from ..audio.duplex import DuplexAudio
 
     console = console or Console()
+    mimi_config = MimiConfig.from_json_or_official(request.mimi_config)
     audio = DuplexAudio(
-        input_device=options.input_device, output_device=options.output_device
+        mimi_config.sample_rate,
+        mimi_config.frame_size,
+        input_device=options.input_device,
+        output_device=options.output_device,
     )
     stt_checkpoint = None
     companions = ()

@@ -1,11 +1,12 @@
-"""Full-duplex sound I/O in 24 kHz frames: one sounddevice stream, three ring buffers.
+"""Full-duplex sound I/O in whole frames: one sounddevice stream, three ring buffers.
 
 The stream callback (PortAudio's thread) only copies: speaker samples out of the output
 ring (silence when it runs dry), the same samples into the played ring (the far-end
 reference), microphone samples into the input ring. It never allocates buffers, takes
 a lock, prints or calls a model. The consumer thread (the frame loop) reads and writes
-whole frames at 24 kHz; when the devices cannot run at 24 kHz the stream opens at a rate
-they accept and the consumer side resamples (soxr), so callers only ever see 24 kHz.
+whole frames at the caller's rate (the app passes Mimi's: 1920 samples at 24 kHz); when
+the devices cannot run at that rate the stream opens at a rate they accept and the
+consumer side resamples (soxr), so callers only ever see their own rate.
 
 Mic → speaker latency stays bounded: the speaker queue holds the period due plus the
 cushion, with less than one period of slack. When more is queued as a period starts
@@ -37,9 +38,7 @@ from .devices import (
 )
 from .ring_buffer import RingBuffer
 
-SAMPLE_RATE = 24000  # Mimi's rate
-FRAME_SIZE = 1920  # one Mimi frame: 80 ms at 24 kHz
-# Tried after 24 kHz and the devices' own default rates.
+# Tried after the caller's rate and the devices' own default rates.
 FALLBACK_RATES = (48000, 44100, 32000, 16000)
 # PortAudio's paDeviceUnavailable: another program holds the device.
 PA_DEVICE_UNAVAILABLE = -9985
@@ -59,7 +58,7 @@ def choose_stream_settings(
     sd,
     input_device: AudioDevice,
     output_device: AudioDevice,
-    sample_rate: int = SAMPLE_RATE,
+    sample_rate: int,
     device_rate: int | None = None,
 ) -> StreamSettings:
     """The first rate (`sample_rate` first) and channels (mono first) both accept."""
@@ -185,12 +184,12 @@ class _FrameReader:
 
 
 class DuplexAudio:
-    """Microphone and speaker as 24 kHz float32 frames through one duplex stream."""
+    """Microphone and speaker as float32 frames through one duplex stream."""
 
     def __init__(
         self,
-        sample_rate: int = SAMPLE_RATE,
-        frame_size: int = FRAME_SIZE,
+        sample_rate: int,
+        frame_size: int,
         input_device: int | str | None = None,
         output_device: int | str | None = None,
         input_capacity_frames: int = 50,
@@ -202,6 +201,8 @@ class DuplexAudio:
         """Pick devices and stream settings (AudioError if unusable); `start` opens it.
 
         Args:
+            sample_rate, frame_size: the frames callers read and write (the app
+                passes Mimi's).
             input_device, output_device: None (system default), an index, or (part of)
                 a name, case-insensitive.
             input_capacity_frames: mic frames held before new ones are dropped (also
@@ -211,8 +212,8 @@ class DuplexAudio:
                 starts, or resumes after an underrun: absorbs step-time (and resampler)
                 jitter, for that much latency. A whole frame more than that as a period
                 starts is late audio: the oldest frames are skipped.
-            device_rate: force the stream's rate (None: 24 kHz if accepted, else a rate
-                both devices accept, resampled on the consumer side).
+            device_rate: force the stream's rate (None: `sample_rate` if accepted, else
+                a rate both devices accept, resampled on the consumer side).
             latency: PortAudio's suggested latency, seconds or "low" / "high".
         """
         self.sample_rate = sample_rate
