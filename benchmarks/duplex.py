@@ -38,7 +38,8 @@ FIXTURES = Path(os.environ.get("MOSHI_SHARED", REPO.parent / "shared")) / "fixtu
 class MemoryDuplex:
     """DuplexAudio's consumer API over in-memory rings, fed by the benchmark."""
 
-    def __init__(self, frame_size: int, frames: int) -> None:
+    def __init__(self, sample_rate: int, frame_size: int, frames: int) -> None:
+        self.sample_rate = sample_rate
         self.frame_size = frame_size
         self.mic = RingBuffer(frames * frame_size)
         self.played = RingBuffer(frames * frame_size)
@@ -63,7 +64,7 @@ class MemoryDuplex:
 
     def stats(self) -> dict:
         return {
-            "sample_rate": 24000,
+            "sample_rate": self.sample_rate,
             "input_fill_frames": 0.0,
             "output_fill_frames": 1.0,
         }
@@ -98,7 +99,7 @@ def main() -> None:
         engine_ms[i] = (time.perf_counter() - start) * 1000
 
     engine.reset()
-    audio = MemoryDuplex(engine.frame_size, args.frames)
+    audio = MemoryDuplex(engine.sample_rate, engine.frame_size, args.frames)
     loop = FrameLoop(engine, audio, max_backlog=args.frames)
     loop_ms = np.empty(args.frames)
     for i, frame in enumerate(frames):

@@ -17,10 +17,11 @@ import numpy as np
 from moshi_mlx.audio.echo import EchoCanceller
 from moshi_mlx.benchmark.measure import frame_timing
 from moshi_mlx.benchmark.report import print_table, write_json
+from moshi_mlx.mimi import MimiConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_RATE = 24000
-FRAME = 1920
+MIMI = MimiConfig.official()  # the chat's frames
+SAMPLE_RATE, FRAME = MIMI.sample_rate, MIMI.frame_size
 ECHO_DELAY_S = 0.12
 CONFIGS = {
     "aec": {"echo_cancellation": True, "noise_suppression": False},
