@@ -1,4 +1,4 @@
-"""Flag groups shared by the commands that run Moshi: weights, dtype and sampling."""
+"""Flags shared by the commands: Moshi's weights, dtype and sampling; Mimi, --offline."""
 
 from __future__ import annotations
 
@@ -15,8 +15,46 @@ from ..checkpoints import (
     WeightRequest,
 )
 
+FlagGroup = argparse.ArgumentParser | argparse._ArgumentGroup  # where flags are added
 
-def add_weight_options(parser: argparse.ArgumentParser) -> None:
+
+def add_moshi_options(parser: argparse.ArgumentParser) -> None:
+    """Add the weight and sampling flag groups of the commands that run Moshi."""
+    _add_weight_options(parser)
+    _add_sampling_options(parser)
+
+
+def add_mimi_options(group: FlagGroup, weight_help: str) -> None:
+    """Add --mimi-weight (described by `weight_help`) and --mimi-config."""
+    group.add_argument("--mimi-weight", type=Path, metavar="FILE", help=weight_help)
+    group.add_argument(
+        "--mimi-config",
+        type=Path,
+        metavar="JSON",
+        help="Mimi config JSON (default: the official Mimi)",
+    )
+
+
+def add_offline_option(group: FlagGroup) -> None:
+    """Add --offline."""
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="use only the Hugging Face cache, never the network (or HF_HUB_OFFLINE=1)",
+    )
+
+
+def add_dtype_option(group: FlagGroup, model: str) -> None:
+    """Add --dtype, the compute dtype of `model` (Mimi always runs in float32)."""
+    group.add_argument(
+        "--dtype",
+        default="bfloat16",
+        metavar="|".join(DTYPE_BYTES),
+        help=f"{model} compute dtype (default bfloat16; Mimi always runs in float32)",
+    )
+
+
+def _add_weight_options(parser: argparse.ArgumentParser) -> None:
     """Add --voice/--quantized/--hf-repo, local file overrides, --offline, --dtype."""
     group = parser.add_argument_group("weights")
     group.add_argument(
@@ -37,15 +75,7 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--moshi-weight", type=Path, metavar="FILE", help="local LM .safetensors file"
     )
-    group.add_argument(
-        "--mimi-weight", type=Path, metavar="FILE", help="local Mimi .safetensors file"
-    )
-    group.add_argument(
-        "--mimi-config",
-        type=Path,
-        metavar="JSON",
-        help="Mimi config JSON (default: the official Mimi)",
-    )
+    add_mimi_options(group, "local Mimi .safetensors file")
     group.add_argument(
         "--tokenizer", type=Path, metavar="FILE", help="local SentencePiece .model file"
     )
@@ -55,17 +85,8 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="LM config JSON (default: the repo's config.json, else the official 7B)",
     )
-    group.add_argument(
-        "--offline",
-        action="store_true",
-        help="use only the Hugging Face cache, not the network (or HF_HUB_OFFLINE=1)",
-    )
-    group.add_argument(
-        "--dtype",
-        default="bfloat16",
-        metavar="|".join(DTYPE_BYTES),
-        help="LM compute dtype (default bfloat16; Mimi always runs in float32)",
-    )
+    add_offline_option(group)
+    add_dtype_option(group, "LM")
     group.add_argument(
         "--no-memory-check",
         action="store_true",
@@ -73,7 +94,7 @@ def add_weight_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     """Add temperature / top-k for text and audio, and --seed."""
     default = SamplingSettings()
     group = parser.add_argument_group("sampling (temperature 0 = greedy, reproducible)")

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import (
-    add_sampling_options,
-    add_weight_options,
-    sampling_settings,
-    weight_request,
-)
+from ._options import add_moshi_options, sampling_settings, weight_request
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,8 +61,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="write a chart of the figures"
     )
-    add_weight_options(parser)
-    add_sampling_options(parser)
+    add_moshi_options(parser)
 
 
 def register(subparsers) -> None:

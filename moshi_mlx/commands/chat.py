@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import (
-    add_sampling_options,
-    add_weight_options,
-    sampling_settings,
-    weight_request,
-)
+from ._options import add_moshi_options, sampling_settings, weight_request
 from ._stt_options import add_stt_options, stt_flags_given, stt_request
 
 
@@ -61,8 +56,7 @@ def register(subparsers) -> None:
         action="store_true",
         help="print plain lines instead of the live screen",
     )
-    add_weight_options(parser)
-    add_sampling_options(parser)
+    add_moshi_options(parser)
     user = add_stt_options(
         parser, "user transcript (speech-to-text, shares Moshi's Mimi)"
     )

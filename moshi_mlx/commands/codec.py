@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._options import add_mimi_options, add_offline_option
+from ._progress import progress_bar
+
 
 def register(subparsers) -> None:
     """Add the `codec` command."""
@@ -21,13 +24,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "output", type=Path, help="WAV file for the 24 kHz reconstruction"
     )
-    parser.add_argument(
-        "--mimi-weight",
-        type=Path,
-        help="local Mimi .safetensors (default: download the official file from Hugging Face)",
-    )
-    parser.add_argument(
-        "--mimi-config", type=Path, help="Mimi config JSON (default: official)"
+    add_mimi_options(
+        parser,
+        "local Mimi .safetensors (default: download the official file from Hugging "
+        "Face)",
     )
     parser.add_argument(
         "--num-codebooks",
@@ -37,11 +37,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--codes", type=Path, help="also save the codes as int32 [n_q, frames] .npy"
     )
-    parser.add_argument(
-        "--offline",
-        action="store_true",
-        help="use only the Hugging Face cache, never the network (also HF_HUB_OFFLINE=1)",
-    )
+    add_offline_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -59,13 +55,10 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the round trip with a progress bar, then print frames, bitrate and timings."""
-    from rich.progress import Progress
-
     from ..blas import missing_hint
     from ..mimi.transcode import transcode_file
 
-    with Progress(transient=True) as progress:
-        task = progress.add_task("Mimi encode + decode", total=None)
+    with progress_bar("Mimi encode + decode") as on_frame:
         result = transcode_file(
             args.input,
             args.output,
@@ -74,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
             num_codebooks=args.num_codebooks,
             codes_path=args.codes,
             offline=args.offline,
-            on_frame=lambda done, total: progress.update(
-                task, completed=done, total=total
-            ),
+            on_frame=on_frame,
         )
     n_q = result.codes.shape[0]
     print(f"frames: {result.frames} ({n_q} codebooks), wrote {args.output}")

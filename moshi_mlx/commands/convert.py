@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._progress import progress_bar
+
 
 def register(subparsers) -> None:
     """Add the `convert` command."""
@@ -22,16 +24,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert with a progress bar."""
-    from rich.progress import Progress
-
     from ..lm.loading import convert_file
 
-    with Progress(transient=True) as progress:
-        task = progress.add_task("converting", total=None)
-        count = convert_file(
-            args.input,
-            args.output,
-            lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    with progress_bar("converting") as on_progress:
+        count = convert_file(args.input, args.output, on_progress)
     print(f"wrote {args.output} ({count} tensors)")
     return 0

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import (
-    add_sampling_options,
-    add_weight_options,
-    sampling_settings,
-    weight_request,
-)
+from ._options import add_moshi_options, sampling_settings, weight_request
 
 
 def register(subparsers) -> None:
@@ -28,8 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--transcript", type=Path, metavar="JSON", help="write Moshi's transcript here"
     )
-    add_weight_options(parser)
-    add_sampling_options(parser)
+    add_moshi_options(parser)
     parser.set_defaults(func=run)
 
 

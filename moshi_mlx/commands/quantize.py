@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._progress import progress_bar
+
 
 def register(subparsers) -> None:
     """Add the `quantize` command."""
@@ -33,18 +35,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Quantize with a progress bar."""
-    from rich.progress import Progress
-
     from ..lm.loading import quantize_file
 
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"quantizing to {args.bits} bits", total=None)
+    with progress_bar(f"quantizing to {args.bits} bits") as on_progress:
         count = quantize_file(
-            args.input,
-            args.output,
-            args.bits,
-            args.group_size,
-            lambda done, total: progress.update(task, completed=done, total=total),
+            args.input, args.output, args.bits, args.group_size, on_progress
         )
     print(
         f"wrote {args.output} ({count} tensors, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._options import add_dtype_option, add_mimi_options, add_offline_option
 from ._stt_options import add_stt_options, stt_request
 
 
@@ -26,29 +27,11 @@ def register(subparsers) -> None:
     )
     add_stt_options(parser)
     group = parser.add_argument_group("audio codec and compute")
-    group.add_argument(
-        "--mimi-weight",
-        type=Path,
-        metavar="FILE",
-        help="local Mimi .safetensors (default: the one the STT config names)",
+    add_mimi_options(
+        group, "local Mimi .safetensors (default: the one the STT config names)"
     )
-    group.add_argument(
-        "--mimi-config",
-        type=Path,
-        metavar="JSON",
-        help="Mimi config JSON (default: the official Mimi)",
-    )
-    group.add_argument(
-        "--offline",
-        action="store_true",
-        help="use only the Hugging Face cache, never the network (or HF_HUB_OFFLINE=1)",
-    )
-    group.add_argument(
-        "--dtype",
-        default="bfloat16",
-        metavar="bfloat16|float16|float32",
-        help="STT compute dtype (default bfloat16; Mimi always runs in float32)",
-    )
+    add_offline_option(group)
+    add_dtype_option(group, "STT")
     parser.set_defaults(func=run)
 
 
