@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,23 @@ def stats(ms: list[float]) -> dict[str, float]:
         "mean_ms": float(arr.mean()),
         "rtf": float(np.median(arr)) / FRAME_MS,
     }
+
+
+def time_codec(
+    encode: Callable, decode: Callable, frames: list, warmup: int
+) -> dict[str, dict[str, float]]:
+    """Stats of encode(frame) and decode(codes) per frame, after `warmup` frames."""
+    enc, dec = [], []
+    for i, frame in enumerate(frames):
+        start = time.perf_counter()
+        codes = encode(frame)
+        middle = time.perf_counter()
+        decode(codes)
+        end = time.perf_counter()
+        if i >= warmup:
+            enc.append((middle - start) * 1000)
+            dec.append((end - middle) * 1000)
+    return {"encode": stats(enc), "decode": stats(dec)}
 
 
 def write_random_checkpoint(path: Path) -> None:
@@ -78,22 +96,12 @@ def time_pytorch(
 
     model = loaders.get_mimi(str(weight), device="cpu")
     model.eval()
-    enc, dec = [], []
+    frames = [torch.from_numpy(frame).view(1, 1, FRAME) for frame in audio]
     with torch.no_grad(), model.streaming(1):
-        for i, frame in enumerate(audio):
-            x = torch.from_numpy(frame).view(1, 1, FRAME)
-            start = time.perf_counter()
-            codes = model.encode(x)
-            middle = time.perf_counter()
-            model.decode(codes)
-            end = time.perf_counter()
-            if i >= warmup:
-                enc.append((middle - start) * 1000)
-                dec.append((end - middle) * 1000)
+        timings = time_codec(model.encode, model.decode, frames, warmup)
     return {
         "impl": f"moshi (PyTorch {torch.__version__}, {torch.get_num_threads()} threads)",
-        "encode": stats(enc),
-        "decode": stats(dec),
+        **timings,
     }
 
 
@@ -102,18 +110,9 @@ def time_rustymimi(weight: Path, audio: np.ndarray, warmup: int) -> dict:
     import rustymimi
 
     tokenizer = rustymimi.Tokenizer(str(weight), num_codebooks=8)
-    enc, dec = [], []
-    for i, frame in enumerate(audio):
-        x = frame.reshape(1, 1, FRAME)
-        start = time.perf_counter()
-        codes = tokenizer.encode_step(x)
-        middle = time.perf_counter()
-        tokenizer.decode_step(codes)
-        end = time.perf_counter()
-        if i >= warmup:
-            enc.append((middle - start) * 1000)
-            dec.append((end - middle) * 1000)
-    return {"impl": "rustymimi", "encode": stats(enc), "decode": stats(dec)}
+    frames = [frame.reshape(1, 1, FRAME) for frame in audio]
+    timings = time_codec(tokenizer.encode_step, tokenizer.decode_step, frames, warmup)
+    return {"impl": "rustymimi", **timings}
 
 
 def main() -> None:
