@@ -116,10 +116,8 @@ def test_config_errors_name_the_file(tmp_path, stt_fixtures):
         LmConfig.from_json(tmp_path / "missing.json")
 
 
-@pytest.mark.parametrize("weights,golden", VARIANTS)
-def test_float32_parity(cfg, lm_fixtures, weights, golden):
-    model = load_lm(lm_fixtures / weights, cfg, dtype=mx.float32)
-    ref = mx.load(str(lm_fixtures / f"{golden}.safetensors"))
+def assert_matches_golden(model, ref) -> None:
+    """float32 parity: teacher-forced logits within 1e-3, greedy free run token-exact."""
     for name, got in teacher_forced(model, ref).items():
         np.testing.assert_allclose(
             got, np.array(ref[name]), atol=1e-3, rtol=0, err_msg=name
@@ -127,6 +125,13 @@ def test_float32_parity(cfg, lm_fixtures, weights, golden):
     run = free_run(model, ref["input_user_codes"], STEPS)
     for name, got in run.items():
         np.testing.assert_array_equal(got, np.array(ref[name]), err_msg=name)
+
+
+@pytest.mark.parametrize("weights,golden", VARIANTS)
+def test_float32_parity(cfg, lm_fixtures, weights, golden):
+    model = load_lm(lm_fixtures / weights, cfg, dtype=mx.float32)
+    ref = mx.load(str(lm_fixtures / f"{golden}.safetensors"))
+    assert_matches_golden(model, ref)
 
 
 def test_context_window_parity(cfg, lm_fixtures):
@@ -137,13 +142,7 @@ def test_context_window_parity(cfg, lm_fixtures):
         mx.float32,
     )
     ref = mx.load(str(lm_fixtures / "ref.ctx10.safetensors"))
-    for name, got in teacher_forced(model, ref).items():
-        np.testing.assert_allclose(
-            got, np.array(ref[name]), atol=1e-3, rtol=0, err_msg=name
-        )
-    run = free_run(model, ref["input_user_codes"], STEPS)
-    for name, got in run.items():
-        np.testing.assert_array_equal(got, np.array(ref[name]), err_msg=name)
+    assert_matches_golden(model, ref)
 
 
 @pytest.mark.parametrize("weights,golden", VARIANTS)
