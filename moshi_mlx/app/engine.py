@@ -130,9 +130,7 @@ def load_engine(
         if checkpoint.lm_config
         else LmConfig.moshi_7b()
     )
-    mimi_config = (
-        MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
-    )
+    mimi_config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
     mimi = load_mimi(
         checkpoint.mimi_weight,
         config=mimi_config,

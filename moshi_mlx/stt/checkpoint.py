@@ -162,10 +162,8 @@ def load_stt(checkpoint: SttCheckpoint) -> SttModel:
 
 def load_stt_mimi(checkpoint: SttCheckpoint, codebooks: int) -> Mimi:
     """The Mimi named by an STT checkpoint, encoding `codebooks` codebooks."""
-    config = (
-        MimiConfig.from_json(checkpoint.mimi_config) if checkpoint.mimi_config else None
-    )
-    check_codebooks(config or MimiConfig.official(), codebooks, checkpoint.mimi_config)
+    config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
+    check_codebooks(config, codebooks, checkpoint.mimi_config)
     return load_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
 
 

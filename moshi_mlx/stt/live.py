@@ -146,11 +146,7 @@ def load_chat_stt(
 ) -> SttModel:
     """Load the STT for a chat, checking Moshi's Mimi has the codebooks it reads."""
     needed = read_stt_config(checkpoint.config).n_q
-    mimi = (
-        MimiConfig.from_json(moshi_mimi_config)
-        if moshi_mimi_config
-        else MimiConfig.official()
-    )
+    mimi = MimiConfig.from_json_or_official(moshi_mimi_config)
     check_codebooks(mimi, needed, moshi_mimi_config)
     return load_stt(checkpoint)
 
