@@ -85,8 +85,8 @@ def run_chat(
     console = console or Console()
     mimi_config = MimiConfig.from_json_or_official(request.mimi_config)
     audio = DuplexAudio(
-        mimi_config.sample_rate,
-        mimi_config.frame_size,
+        sample_rate=mimi_config.sample_rate,
+        frame_size=mimi_config.frame_size,
         input_device=options.input_device,
         output_device=options.output_device,
     )
