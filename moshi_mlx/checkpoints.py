@@ -344,9 +344,7 @@ def _kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
     """Keys and values of every temporal layer over the whole context window."""
     from .lm import LmConfig
 
-    cfg = (
-        LmConfig.from_json(lm_config) if lm_config is not None else LmConfig.moshi_7b()
-    )
+    cfg = LmConfig.from_json_or_moshi_7b(lm_config)
     return 2 * cfg.num_layers * cfg.context * cfg.dim * DTYPE_BYTES[dtype]
 
 

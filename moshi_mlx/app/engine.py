@@ -125,11 +125,7 @@ def load_engine(
     from ..mimi import MimiConfig, MimiStream, load_mimi
     from ..text import Tokenizer
 
-    lm_config = (
-        LmConfig.from_json(checkpoint.lm_config)
-        if checkpoint.lm_config
-        else LmConfig.moshi_7b()
-    )
+    lm_config = LmConfig.from_json_or_moshi_7b(checkpoint.lm_config)
     mimi_config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
     mimi = load_mimi(
         checkpoint.mimi_weight,

@@ -108,11 +108,7 @@ def resolve_sources(
     mimi_config = MimiConfig.from_json_or_official(request.mimi_config)
     if options.official or request.hf_repo:
         return _repository_sources(request, options, levels)
-    cfg = (
-        LmConfig.from_json(request.lm_config)
-        if request.lm_config
-        else LmConfig.moshi_7b()
-    )
+    cfg = LmConfig.from_json_or_moshi_7b(request.lm_config)
     layers = _layers(options.layers, cfg)
     if request.moshi_weight is None:
         lm = random_source(cfg, layers, options.weight_seed)
@@ -132,9 +128,7 @@ def _repository_sources(
         request, quantized="bf16", memory_check=memory_check
     )
     files = resolve_checkpoint(float_request)
-    cfg = (
-        LmConfig.from_json(files.lm_config) if files.lm_config else LmConfig.moshi_7b()
-    )
+    cfg = LmConfig.from_json_or_moshi_7b(files.lm_config)
     published = {}
     if options.official:
         for flag in {level.published for level in levels} - {None, "bf16"}:

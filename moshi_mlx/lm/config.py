@@ -168,6 +168,11 @@ class LmConfig:
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def from_json_or_moshi_7b(cls, path: str | Path | None) -> LmConfig:
+        """The config in `path` (see from_json), or Moshi 7B's when None."""
+        return cls.from_json(path) if path else cls.moshi_7b()
+
     @property
     def user_codebooks(self) -> int:
         """Audio streams read from the user (Moshi: 8; STT: all n_q)."""
