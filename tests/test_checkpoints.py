@@ -309,7 +309,7 @@ def test_chat_counts_the_user_transcript_before_loading(monkeypatch):
     from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.audio import duplex
 
-    monkeypatch.setattr(duplex, "DuplexAudio", lambda **devices: None)
+    monkeypatch.setattr(duplex, "DuplexAudio", lambda *args, **kwargs: None)
     monkeypatch.setattr(checkpoints, "available_memory", lambda: 15_000_000)
     with pytest.raises(WeightsError, match=r"\(Moshi 15 MB, speech-to-text \d+ MB\)"):
         run_chat(
