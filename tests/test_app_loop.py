@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import signal
 import threading
 
@@ -92,6 +93,40 @@ def test_worker_thread_stops_on_request():
     assert not loop.running
     assert [e.step for e in got] == [0, 1, 2]
     assert loop.events.get(timeout=5) == LoopStopped(None)
+
+
+def test_waiting_for_events_survives_a_signal():
+    """Ctrl-C while the main thread waits for a frame event: the wait still times out."""
+    loop = FrameLoop(ScriptedEngine(), FakeDuplex())
+    signals = []
+
+    def give_up(signum, frame):
+        raise TimeoutError("the event wait never ended")
+
+    previous = {
+        signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda *a: signals.append(1)),
+        signal.SIGALRM: signal.signal(signal.SIGALRM, give_up),
+    }
+    stop = threading.Event()
+
+    def interrupt() -> None:
+        while not stop.wait(0.002):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    sender = threading.Thread(target=interrupt)
+    signal.alarm(5)  # a hung wait fails the test instead of hanging the suite
+    try:
+        sender.start()
+        for _ in range(20):
+            with pytest.raises(queue.Empty):
+                loop.events.get(timeout=0.01)
+    finally:
+        stop.set()
+        sender.join()
+        signal.alarm(0)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert signals
 
 
 def test_worker_crash_is_reported_not_raised():

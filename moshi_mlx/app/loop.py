@@ -96,7 +96,9 @@ class FrameLoop:
         self.mic_filter = mic_filter
         self.user_transcriber = user_transcriber  # gets the codes of Moshi's own encode
         self.max_backlog = max_backlog
-        self.events: queue.SimpleQueue[LoopEvent] = queue.SimpleQueue()
+        # A Queue, not a SimpleQueue: before Python 3.13 a signal (Ctrl-C) arriving
+        # while SimpleQueue.get(timeout=...) waits makes the wait endless.
+        self.events: queue.Queue[LoopEvent] = queue.Queue()
         self.dropped_frames = 0
         self.error: str | None = None
         self._stop = threading.Event()
