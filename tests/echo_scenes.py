@@ -59,6 +59,17 @@ def room_echo(
     return np.concatenate([np.zeros(delay), wet]).astype(np.float32)
 
 
+def moving_echo(far: np.ndarray, delay_ms: np.ndarray, gain_db: float) -> np.ndarray:
+    """What a microphone hears of `far` through a bare path whose delay moves: (T,) ms per sample.
+
+    Fractional delays interpolate linearly, so a creeping delay is a clock drift and a
+    jump in `delay_ms` is a glitch of the audio stack (float32 (T,)).
+    """
+    n = np.arange(far.size)
+    heard = np.interp(n - np.asarray(delay_ms) * SAMPLE_RATE / 1000, n, far, left=0.0)
+    return (10 ** (gain_db / 20) * heard).astype(np.float32)
+
+
 def level_db(x: np.ndarray) -> float:
     """Mean power in dB relative to full scale."""
     return float(10 * np.log10(np.mean(np.square(x, dtype=np.float64)) + 1e-20))
