@@ -1,13 +1,14 @@
 """Run echo cancellation on real sound devices, the way the app's frame loop does, and save it all.
 
 Usage (in an environment whose default devices are the echo test's sinks):
-    python tests/echo_harness.py FAR.wav OUT.npz [--seconds S] [--reference-delay-ms D]
+    python tests/echo_harness.py FAR.wav OUT.npz [--seconds S]
 
 Plays FAR.wav as Moshi's voice, frame by frame through DuplexAudio, and for every frame
-reads the microphone and the paired played frame, cleans the microphone with an
-EchoCanceller and keeps the raw microphone, the played audio, the cleaned audio and the
-running ERLE meter in OUT.npz (plus the stream's reported latencies). Prints
-"playing" once the stream runs.
+reads the microphone and the paired played frame, cleans the microphone with the chat's
+EchoCanceller (make_echo_canceller: same reference delay from the stream's latencies)
+and keeps the raw microphone, the played audio, the cleaned audio and the running ERLE
+meter in OUT.npz (plus the stream's reported latencies and the reference delay applied).
+Prints "playing" once the stream runs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import argparse
 
 import numpy as np
 
+from moshi_mlx.app.chat import ChatOptions, make_echo_canceller
 from moshi_mlx.audio.duplex import DuplexAudio
-from moshi_mlx.audio.echo import EchoCanceller
 from moshi_mlx.audio.files import read_audio
 from moshi_mlx.mimi import MimiConfig
 
@@ -31,16 +32,15 @@ def main() -> None:
     parser.add_argument("far")
     parser.add_argument("out")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--reference-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
 
     far = read_audio(args.far, SAMPLE_RATE)
     n_frames = int(args.seconds * SAMPLE_RATE) // FRAME_SIZE
     far = np.pad(far, (0, max(0, (n_frames + PREFILL_FRAMES) * FRAME_SIZE - far.size)))
     far_frames = far[: (n_frames + PREFILL_FRAMES) * FRAME_SIZE].reshape(-1, FRAME_SIZE)
-    aec = EchoCanceller(SAMPLE_RATE, reference_delay_ms=args.reference_delay_ms)
     mic, played, clean, erle = [], [], [], []
     with DuplexAudio(SAMPLE_RATE, FRAME_SIZE) as audio:
+        aec = make_echo_canceller(ChatOptions(), audio.stats(), SAMPLE_RATE)
         for frame in far_frames[:PREFILL_FRAMES]:
             audio.write_frame(frame)
         print("playing", flush=True)  # the test starts the second voice from here
@@ -63,6 +63,7 @@ def main() -> None:
         clean=np.concatenate(clean),
         erle=np.array(erle),
         latency_s=np.array([stats["input_latency_s"], stats["output_latency_s"]]),
+        reference_delay_ms=aec.reference_delay_ms,
     )
 
 

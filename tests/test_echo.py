@@ -323,6 +323,13 @@ def test_reference_delay_centres_latency_in_the_window(latency_s, hold_ms) -> No
     assert reference_delay_for(latency_s) == pytest.approx(hold_ms)
 
 
+def test_reference_delay_is_whole_chunks() -> None:
+    """The hold is applied in 10 ms chunks; `reference_delay_ms` says what was applied."""
+    held = EchoCanceller(SAMPLE_RATE, reference_delay_ms=153.0)
+    assert held.reference_delay_ms == 150
+    assert EchoCanceller(SAMPLE_RATE).reference_delay_ms == 0
+
+
 def test_echo_delay_jumps_are_followed() -> None:
     """The audio stack moves the echo 8 ms later at 4 s, then 16 ms earlier at 8 s.
 

@@ -150,6 +150,7 @@ class EchoCanceller:
         self._far_buffer = Int16Chunk(rtc, sample_rate, self.chunk)
         self._near_buffer = Int16Chunk(rtc, sample_rate, self.chunk)
         self._delay_chunks = round(reference_delay_ms / CHUNK_MS)
+        self.reference_delay_ms = float(self._delay_chunks * CHUNK_MS)  # as applied
         silence = np.zeros(self.chunk, np.float32)
         self._far_queue: deque[np.ndarray] = deque([silence] * self._delay_chunks)
         self._hold_chunks = MAX_DELAY_MS // CHUNK_MS
