@@ -184,15 +184,21 @@ def converse(
     into the view and the recording ("user_words").
     """
     state = ChatState(engine.frame_seconds, engine.context_steps)
+    loop_audio = audio
     if echo is not None:
+        from ..audio.echo import EchoFedAudio
+
         state.echo = echo
         mic_filter = echo.clean
+        loop_audio = EchoFedAudio(audio, echo)  # frames dropped for lag: still cleaned
     if transcriber is not None:
         state.stt = transcriber
         if recorder is not None:
             recorder.transcript.user_words = []
     plain = None if ui else PlainView(state, lambda line: _print_plain(console, line))
-    loop = FrameLoop(engine, audio, mic_filter=mic_filter, user_transcriber=transcriber)
+    loop = FrameLoop(
+        engine, loop_audio, mic_filter=mic_filter, user_transcriber=transcriber
+    )
     stop = threading.Event()
     stopped: LoopStopped | None = None
 
