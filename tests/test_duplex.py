@@ -503,23 +503,33 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
     # output_underruns, and for what was heard also from the device's own underflows
     # (a late callback), flagged by PortAudio: up to a period each. Late frames skipped
     # to keep the latency bounded jump ahead instead, a period each.
+    # Each counted event may spoil the (at most two) 0.2 s pieces it falls in; a spoilt
+    # piece matches nowhere in particular, so only well-matched pieces give positions.
     device_gaps = stats["status_output_underflows"] * FRAME
     skipped = stats["output_skipped_frames"] * FRAME
-    for name, recording_of_speaker, allowed_gap in (
-        ("heard", heard, stats["output_underruns"] + device_gaps),
-        ("played", played, stats["output_underruns"]),
+    events = stats["output_underrun_callbacks"] + stats["output_skipped_frames"]
+    for name, recording_of_speaker, allowed_gap, allowed_events in (
+        (
+            "heard",
+            heard,
+            stats["output_underruns"] + device_gaps,
+            events + stats["status_output_underflows"],
+        ),
+        ("played", played, stats["output_underruns"], events),
     ):
         pieces = align_pieces(speaker_signal, recording_of_speaker)
         lags = np.array([lag for lag, _ in pieces])
         scores = np.array([score for _, score in pieces])
-        assert np.median(scores) > 0.95, (name, pieces)
-        assert np.mean(scores > 0.9) >= 0.7, (name, pieces)
+        matched = np.flatnonzero(scores > 0.9)
+        context = (name, pieces, json.dumps(stats))
+        assert len(pieces) - matched.size <= 2 + 2 * allowed_events, context
+        assert matched.size >= 2, context
         # in order, 0.2 s apart give or take a slip (< 100 samples), plus counted gaps
         # and skips
-        gaps = np.diff(lags) - 4800
-        assert np.all(gaps > -100 - skipped), (name, pieces)
+        gaps = np.diff(lags[matched]) - 4800 * np.diff(matched)
+        assert np.all(gaps > -100 - skipped), context
         gap_total = gaps[gaps >= 100].sum()
-        assert gap_total <= allowed_gap + 100, (name, pieces, json.dumps(stats))
+        assert gap_total <= allowed_gap + 100, context
     assert abs(result["played_frames"] - result["mic_frames"]) <= 1
 
     assert stats["device_rate"] == int(device_rate)
@@ -533,6 +543,7 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
     assert stats["input_overflows"] == stats["output_overflows"] == 0
     assert stats["played_overflows"] == 0
     assert stats["output_underrun_callbacks"] <= stats["callbacks"] // 4
+    assert stats["output_skipped_frames"] <= stats["callbacks"] // 4
     assert 0 < stats["input_latency_s"] < 1 and 0 < stats["output_latency_s"] < 1
     # lag compensation after 0.4 s without reading
     assert result["dropped"] >= 3 and stats["input_frames_dropped"] == result["dropped"]
