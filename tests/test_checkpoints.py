@@ -147,14 +147,10 @@ def test_offline_missing_file_is_named(hf_cache):
 
 
 def test_local_overrides_skip_the_hub(hf_cache, lm_fixtures, mimi_fixtures):
-    request = WeightRequest(
-        moshi_weight=lm_fixtures / "model.q4.safetensors",
-        lm_config=lm_fixtures / "config.json",
-        tokenizer=lm_fixtures / "tokenizer.model",
-        mimi_weight=mimi_fixtures / "mimi_small.safetensors",
-        mimi_config=mimi_fixtures / "mimi_small.json",
-        offline=True,
-        memory_check=False,
+    from test_file_mode import tiny_request
+
+    request = tiny_request(
+        moshi_weight=lm_fixtures / "model.q4.safetensors", memory_check=False
     )
     ckpt = resolve_checkpoint(request)
     assert ckpt.lm_weight == lm_fixtures / "model.q4.safetensors"

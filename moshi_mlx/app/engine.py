@@ -94,11 +94,11 @@ class MoshiEngine:
         codes = self._stream.encode(mx.array(pcm, dtype=mx.float32)[None])  # (1, K)
         out = self._gen.step(codes[0, : self._lm_codebooks])
         if out.audio_codes is None:
-            mx.eval(out.text)
+            mx.eval(out.text, codes)  # the one wait for the device
             audio_codes, moshi_pcm = None, self._silence
         else:
             decoded = self._stream.decode(out.audio_codes)  # (1, frame_size)
-            mx.eval(out.text, out.audio_codes, decoded)  # the one wait for the device
+            mx.eval(out.text, codes, out.audio_codes, decoded)  # the one wait
             audio_codes = np.array(out.audio_codes, dtype=np.int32)
             moshi_pcm = np.array(decoded, dtype=np.float32).reshape(-1)
         step = self.steps

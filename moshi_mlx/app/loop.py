@@ -3,8 +3,9 @@
 The worker never touches the audio callbacks: it reads and writes the duplex ring
 buffers. When it falls behind (more than `max_backlog` mic frames waiting) it drops the
 oldest frames so the delay cannot grow; the answers it then writes in a burst are
-trimmed on the speaker side (DuplexAudio skips late frames beyond its cushion). Everything the UI and the recorder need arrives
-as event dataclasses on `events`, consumed by the main thread.
+trimmed on the speaker side (DuplexAudio skips late frames beyond its cushion).
+Everything the UI and the recorder need arrives as event dataclasses on `events`,
+consumed by the main thread.
 """
 
 from __future__ import annotations
