@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("MOSHI_SHARED", REPO.parent / "shared")) / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 class MemoryDuplex:

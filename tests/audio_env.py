@@ -1,4 +1,4 @@
-"""Test helpers for real sound I/O on the virtual PulseAudio devices (../shared/tools).
+"""Test helpers for real sound I/O on the virtual PulseAudio devices (tests/virtual_audio.sh).
 
 `virtual_audio_env()` starts the devices when needed and returns the environment for a
 subprocess that uses sounddevice: PortAudio scans devices when sounddevice is imported,
@@ -17,7 +17,7 @@ default microphone is the monitor of sink `app_in` and its default speaker is si
 
 The devices are shared by every test run on the machine: run audio tests one at a time,
 or give a run its own daemon with PULSE_SERVER unset and VA_DIR=/tmp/some-dir (the
-script's state directory; `VA_DIR=/tmp/some-dir virtual-audio.sh stop` ends it).
+script's state directory; `VA_DIR=/tmp/some-dir tests/virtual_audio.sh stop` ends it).
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MOSHI_SHARED", REPO_ROOT.parent / "shared"))
-VIRTUAL_AUDIO = SHARED / "tools" / "virtual-audio.sh"
+VIRTUAL_AUDIO = Path(__file__).resolve().parent / "virtual_audio.sh"
 RATE = 24000
 MIC_SINK = "app_in"  # playing into this sink feeds the app's default microphone
 SPEAKER_SOURCE = "app_out.monitor"  # recording this hears the app's default speaker
@@ -47,8 +45,6 @@ SPEAKER_SOURCE = "app_out.monitor"  # recording this hears the app's default spe
 def _pulse_server() -> str:
     if sys.platform != "linux":
         pytest.skip("virtual audio devices need Linux (PulseAudio null sinks)")
-    if not VIRTUAL_AUDIO.is_file():
-        pytest.fail(f"{VIRTUAL_AUDIO} not found; set MOSHI_SHARED")
     result = subprocess.run(
         ["bash", str(VIRTUAL_AUDIO), "start"],
         capture_output=True,
@@ -56,11 +52,11 @@ def _pulse_server() -> str:
         timeout=600,
     )
     if result.returncode != 0:
-        pytest.fail(f"virtual-audio.sh start failed:\n{result.stderr}")
+        pytest.fail(f"virtual_audio.sh start failed:\n{result.stderr}")
     for line in result.stdout.splitlines():
         if line.startswith("export PULSE_SERVER="):
             return line.split("=", 1)[1].strip()
-    pytest.fail(f"virtual-audio.sh start printed no PULSE_SERVER:\n{result.stdout}")
+    pytest.fail(f"virtual_audio.sh start printed no PULSE_SERVER:\n{result.stdout}")
 
 
 def virtual_audio_env() -> dict[str, str]:

@@ -1,8 +1,7 @@
-"""Shared test fixtures: where ../shared is, and the small golden checkpoints in it."""
+"""Shared test fixtures: the small golden checkpoints in tests/fixtures."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,16 +9,7 @@ import pytest
 import moshi_mlx  # noqa: F401  first, so MLX uses the system OpenBLAS as the app does
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MOSHI_SHARED", REPO_ROOT.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
-
-
-def pytest_configure(config):
-    if not FIXTURES.is_dir():
-        raise pytest.UsageError(
-            f"shared fixtures not found at {FIXTURES}; lay ../shared beside the repository "
-            "or set MOSHI_SHARED"
-        )
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")

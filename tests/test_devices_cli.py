@@ -152,7 +152,7 @@ def test_portaudio_missing_is_a_one_line_error(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("error: the PortAudio library is not installed")
     assert (
-        "apt-get install libportaudio2" in lines[0] and "virtual-audio.sh" in lines[0]
+        "apt-get install libportaudio2" in lines[0] and "virtual_audio.sh" in lines[0]
     )
 
 

@@ -13,13 +13,13 @@ DeviceKind = Literal["input", "output"]
 PORTAUDIO_MISSING = (
     "the PortAudio library is not installed: install it (Debian/Ubuntu: "
     "`sudo apt-get install libportaudio2`; Fedora: `sudo dnf install portaudio`); "
-    "on a headless Linux machine `bash ../shared/tools/virtual-audio.sh start` "
+    "on a headless Linux machine `bash tests/virtual_audio.sh start` "
     "installs it with virtual devices"
 )
 NO_DEVICES = (
     "no audio devices found: connect a microphone and speakers; on a headless Linux "
     "machine start virtual devices with "
-    '`eval "$(bash ../shared/tools/virtual-audio.sh start)"` (it exports PULSE_SERVER)'
+    '`eval "$(bash tests/virtual_audio.sh start)"` (it exports PULSE_SERVER)'
 )
 LIST_HINT = "see `python cli.py devices`"
 
