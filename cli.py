@@ -1,27 +1,8 @@
-"""moshi_mlx command line: `python cli.py <command> --help` for each command."""
+"""`uv run cli.py <command>` from a checkout: the same command line as `moshi-mlx`."""
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from moshi_mlx.commands import register_all
-from moshi_mlx.errors import MoshiError
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cli.py", description=__doc__)
-    register_all(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except MoshiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
+from moshi_mlx.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="cli.py"))
