@@ -29,6 +29,7 @@ class ScriptedEngine:
     sample_rate = RATE
     frame_size = FRAME
     context_steps = 50
+    answer_delay_frames = 1
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
@@ -98,8 +99,14 @@ class FakeDuplex:
         return {
             "active": self.active,
             "sample_rate": RATE,
-            "input_latency_s": 0.16,
-            "output_latency_s": 0.24,
+            "input_latency_s": 0.02,
+            "output_latency_s": 0.03,
+            "processing_ms": 25.0,
+            "speaker_queue_ms": 15.0,
+            "cushion_ms": 12.0,
+            "cushion_jitter_ms": 3.0,
+            "cushion_grown": 1,
+            "cushion_trimmed_ms": 40.0,
             "input_fill_frames": 1.0,
             "input_capacity_frames": 50,
             "output_fill_frames": 2.0,

@@ -7,7 +7,8 @@ Plays FAR.wav as Moshi's voice, frame by frame through DuplexAudio, and for ever
 reads the microphone and the paired played frame, cleans the microphone with the chat's
 EchoCanceller (make_echo_canceller: same reference delay from the stream's latencies)
 and keeps the raw microphone, the played audio, the cleaned audio and the running ERLE
-meter in OUT.npz (plus the stream's reported latencies and the reference delay applied).
+meter in OUT.npz (plus the streams' reported latencies, the played reference's lead over
+the microphone and the reference delay applied).
 Prints "playing" once the stream runs.
 """
 
@@ -24,7 +25,7 @@ from moshi_mlx.mimi import MimiConfig
 
 MIMI = MimiConfig.official()  # the app's frames
 SAMPLE_RATE, FRAME_SIZE = MIMI.sample_rate, MIMI.frame_size
-PREFILL_FRAMES = 2  # speaker frames queued ahead, like the app's output queue
+PREFILL_FRAMES = 1  # the frame written before the first step, as the app's loop does
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
         clean=np.concatenate(clean),
         erle=np.array(erle),
         latency_s=np.array([stats["input_latency_s"], stats["output_latency_s"]]),
+        played_lead_ms=stats["played_lead_ms"],
         reference_delay_ms=aec.reference_delay_ms,
     )
 

@@ -69,8 +69,11 @@ def test_chat_screen_shows_words_indicator_and_status():
     assert "● Moshi is speaking" in text
     assert "p50 33.5 ms · p95 36.6 ms" in text
     assert "real-time factor" in text and "0.42" in text
-    # devices 400 ms + (1 frame + 2 model + 3 queued) x 80 ms + 33.5 ms step
-    assert "≈ 914 ms mic → speaker" in text
+    # half a frame + one frame of answer delay + the measured processing, speaker
+    # queue and the devices' latencies
+    assert "≈ 210 ms mic → speaker" in text
+    assert "frame 40 + model 80 + processing 25 + queue 15 + devices 50 ms" in text
+    assert "12 ms (step jitter 3 ms) · grown 1× · trimmed 0.04 s" in text
     assert "mic 1.0/50 · speaker 2.0/25 frames" in text
     assert "1 frames · 2 (0.16 s) · 0 samples" in text
     assert "skipped (late)  0 frames (0.00 s)" in text

@@ -183,7 +183,11 @@ def converse(
     `transcriber` gets the codes of every heard frame and writes the user's words
     into the view and the recording ("user_words").
     """
-    state = ChatState(engine.frame_seconds, engine.context_steps)
+    state = ChatState(
+        engine.frame_seconds,
+        engine.context_steps,
+        answer_delay_frames=engine.answer_delay_frames,
+    )
     loop_audio = audio
     if echo is not None:
         from ..audio.echo import EchoFedAudio

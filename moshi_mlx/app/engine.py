@@ -70,6 +70,15 @@ class MoshiEngine:
     def frame_seconds(self) -> float:
         return self.frame_size / self.sample_rate
 
+    @property
+    def answer_delay_frames(self) -> int:
+        """Steps from the one that hears a frame to the one that completes Moshi's
+        audio of the same moment: its acoustic delay, one more with alignment "mlx"
+        (the user's frame is read a step later)."""
+        cfg = self._gen.model.cfg
+        acoustic = max(cfg.audio_delays[: cfg.dep_q], default=0)
+        return acoustic + (1 if self._gen.alignment == "mlx" else 0)
+
     def reset(self) -> None:
         """Start a new conversation: fresh Mimi/LM state and seed from the next step on.
 

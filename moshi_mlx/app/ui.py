@@ -33,10 +33,6 @@ STEP_WINDOW = 125  # frames (10 s) behind the step-time percentiles
 LEVEL_FLOOR_DB = -60.0
 METER_WIDTH = 12
 TRANSCRIPT_CHARS = 600  # tail of the transcript kept on screen
-# Frames between a mic frame entering the LM and Moshi's answer to it being decodable:
-# the LM reads the user's frame one step later, and Moshi's acoustic codes come one
-# step after its semantic code.
-MODEL_DELAY_FRAMES = 2
 STATUS_EVERY_S = 5.0  # --no-ui status line period
 
 
@@ -60,9 +56,12 @@ class ChatState:
         frame_seconds: float,
         context_steps: int,
         clock: Callable[[], float] = time.monotonic,
+        answer_delay_frames: int = 1,
     ) -> None:
         self.frame_seconds = frame_seconds
         self.context_steps = context_steps
+        # steps between hearing a frame and completing Moshi's frame of that time
+        self.answer_delay_frames = answer_delay_frames
         self.transcript = Transcript(frame_seconds)
         self.step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
         self.steps = 0
@@ -109,17 +108,35 @@ class ChatState:
     def percentile_ms(self, q: float) -> float | None:
         return float(np.percentile(self.step_ms, q)) if self.step_ms else None
 
-    def latency_ms(self, audio: dict) -> float | None:
-        """Estimated mic → speaker delay: devices, frame, queues, step, model delay."""
+    def latency_parts(self, audio: dict) -> dict[str, float] | None:
+        """The mic → speaker time of Moshi's answer, in measured parts (ms).
+
+        A sound waits half a frame on average for its frame to end (frame); Moshi's
+        audio of that moment is complete `answer_delay_frames` steps later (model);
+        that step's frame then took `processing` from being complete to being queued
+        (wait, mic filter, step), waited `queue` behind the speaker cushion, and
+        passed the devices' own buffers (PortAudio's input + output latency).
+        """
         p50 = self.percentile_ms(50)
         if p50 is None:
             return None
         frame_ms = self.frame_seconds * 1000
-        devices = audio.get("input_latency_s") or 0.0
-        devices += audio.get("output_latency_s") or 0.0
-        queued = audio.get("input_fill_frames", 0.0)
-        queued += audio.get("output_fill_frames", 0.0)
-        return devices * 1000 + (1 + MODEL_DELAY_FRAMES + queued) * frame_ms + p50
+        processing = audio.get("processing_ms")
+        devices = (audio.get("input_latency_s") or 0.0) + (
+            audio.get("output_latency_s") or 0.0
+        )
+        return {
+            "frame": frame_ms / 2,
+            "model": self.answer_delay_frames * frame_ms,
+            "processing": p50 if processing is None else processing,
+            "queue": audio.get("speaker_queue_ms") or 0.0,
+            "devices": devices * 1000,
+        }
+
+    def latency_ms(self, audio: dict) -> float | None:
+        """Expected mic → speaker time of Moshi's answer: the sum of its parts."""
+        parts = self.latency_parts(audio)
+        return None if parts is None else sum(parts.values())
 
     def context_text(self) -> str:
         """History the LM attends to: grows until the window is full, then rolls."""
@@ -135,11 +152,12 @@ class ChatState:
         frame_ms = self.frame_seconds * 1000
         step = "—" if p50 is None else f"p50 {p50:.1f} ms · p95 {p95:.1f} ms"
         rtf = "—" if p50 is None else f"{p50 / frame_ms:.2f}"
-        latency = self.latency_ms(audio)
+        parts = self.latency_parts(audio)
         rate = audio.get("sample_rate", 24000)
         underrun_s = audio.get("output_underruns", 0) / rate
         overflows = audio.get("input_overflows", 0) + audio.get("output_overflows", 0)
         skipped = audio.get("output_skipped_frames", 0)
+        skipped_s = audio.get("output_skipped_s", skipped * self.frame_seconds)
         return [
             ("step", step),
             (
@@ -148,8 +166,12 @@ class ChatState:
             ),
             (
                 "latency",
-                "—" if latency is None else f"≈ {latency:.0f} ms mic → speaker",
+                "—"
+                if parts is None
+                else f"≈ {sum(parts.values()):.0f} ms mic → speaker",
             ),
+            ("  made of", latency_parts_text(parts)),
+            ("speaker cushion", cushion_text(audio)),
             (
                 "buffers",
                 f"mic {audio.get('input_fill_frames', 0.0):.1f}/"
@@ -165,7 +187,7 @@ class ChatState:
             ),
             (
                 "skipped (late)",
-                f"{skipped} frames ({skipped * self.frame_seconds:.2f} s)",
+                f"{skipped} frames ({skipped_s:.2f} s)",
             ),
             ("echo cancellation", echo_status(self.echo)),
             *(
@@ -178,6 +200,25 @@ class ChatState:
             ("elapsed", format_time(self.elapsed)),
             ("context", self.context_text()),
         ]
+
+
+def latency_parts_text(parts: dict[str, float] | None) -> str:
+    """What the latency figure is the sum of (see ChatState.latency_parts)."""
+    if parts is None:
+        return "—"
+    return " + ".join(f"{name} {ms:.0f}" for name, ms in parts.items()) + " ms"
+
+
+def cushion_text(audio: dict) -> str:
+    """The speaker cushion row: its adaptive target and how it moved."""
+    target = audio.get("cushion_ms")
+    if target is None:
+        return "—"
+    return (
+        f"{target:.0f} ms (step jitter {audio.get('cushion_jitter_ms', 0.0):.0f} ms)"
+        f" · grown {audio.get('cushion_grown', 0)}× · trimmed "
+        f"{audio.get('cushion_trimmed_ms', 0.0) / 1000:.2f} s"
+    )
 
 
 def echo_status(echo) -> str:

@@ -1,21 +1,37 @@
-"""Full-duplex sound I/O in whole frames: one sounddevice stream, three ring buffers.
+"""Full-duplex sound I/O in whole frames: two sounddevice streams, three ring buffers.
 
-The stream callback (PortAudio's thread) only copies: speaker samples out of the output
-ring (silence when it runs dry), the same samples into the played ring (the far-end
-reference), microphone samples into the input ring. It never allocates buffers, takes
-a lock, prints or calls a model. The consumer thread (the frame loop) reads and writes
-whole frames at the caller's rate (the app passes Mimi's: 1920 samples at 24 kHz); when
-the devices cannot run at that rate the stream opens at a rate they accept and the
-consumer side resamples (soxr), so callers only ever see their own rate.
+A microphone stream and a speaker stream run at the same rate with small device
+periods (10 ms), independent of the frame the caller reads and writes (the app
+passes Mimi's: 1920 samples, 80 ms, at 24 kHz). Their callbacks (PortAudio's
+threads) only copy: microphone samples into the input ring; speaker samples out of
+the output ring (silence when it runs dry) and the same samples into the played ring
+(the far-end reference for echo cancellation). They never allocate buffers, print,
+block or call a model. Two streams rather than one duplex stream: with 10 ms periods
+on a busy machine, one speaker underrun left PortAudio's duplex stream (ALSA/Pulse)
+holding a microphone backlog of 0.3-1 s for good, while separate streams deliver
+the microphone as it comes and the frame loop drops what it cannot take.
 
-Mic → speaker latency stays bounded: the speaker queue holds the period due plus the
-cushion, with less than one period of slack. When more is queued as a period starts
-(the frame loop caught up in a burst after an underrun, which played silence in its
-place), the callback, the ring's consumer, skips the oldest whole periods: late audio
-is dropped and counted (`output_skipped_frames`) instead of delaying every later word.
+When the devices cannot run at the caller's rate the streams open at a rate they
+accept and the consumer side resamples (soxr's variable-rate engine: a constant 5-10
+ms delay, released with every call, where its fixed-rate engine holds 0-35 ms back
+in bursts), so callers only ever see their own rate.
 
-Frame k of `read_frame` and frame k of `read_played_frame` cover the same device period
-(the callback writes both), so they stay paired; `drop_input_frames` drops both.
+Latency: `read_frame` returns within about a millisecond of a frame being complete:
+the microphone callback releases a lock the reader waits on once the input ring
+holds the samples the reader asked for (no polling). Each frame written is queued
+an adaptive cushion ahead of the speaker (moshi_mlx.audio.cushion: refilled with
+silence when the queue runs dry, trimmed when it holds more than it needs); when the
+frame loop catches up in a burst after a stall, the writer asks the speaker callback
+to skip the oldest audio beyond that: late audio is dropped and counted
+(`output_skipped_frames`) instead of delaying every later word.
+
+What `read_played_frame` gives after mic frame k is what the speaker had been handed
+by the time mic frame k was complete, from where the previous call ended: one
+continuous far-end stream for an echo canceller, paired with the microphone by time.
+The two streams' callbacks are not in step, so the pairing keeps a steady lead of
+the speaker's sample count over the microphone's (the first seen): a whole frame
+per mic frame, at a steady delay (echo cancellers converge on a steady
+one), moved only when the speaker has fallen behind it for 2 s (after underruns).
 Threads: `read_frame`, `read_played_frame`, `input_frames_available`,
 `drop_input_frames` and `write_frame` belong to one consumer thread (the frame loop);
 `stats` may be called from any thread.
@@ -23,12 +39,17 @@ Threads: `read_frame`, `read_played_frame`, `input_frames_available`,
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import AudioError
+from .cushion import OutputCushion
 from .devices import (
     LIST_HINT,
     AudioDevice,
@@ -38,11 +59,18 @@ from .devices import (
 )
 from .ring_buffer import RingBuffer
 
+DEVICE_PERIOD_S = 0.01  # samples per callback: small, whatever the model's frame
+CUSHION_BOUNDS_S = (0.01, 0.1)  # the speaker cushion's target stays within these
+CALLBACK_LOG = 128  # microphone callbacks remembered (time, samples): 1.28 s
+QUIET_PEAK = 0.01  # a frame peaking below this (-40 dBFS) is trimmed inaudibly
+TIMING_WINDOW = 125  # frames (10 s) behind the timing figures in `stats`
+LEAD_PATIENCE = 25  # frames (2 s) the played lead may fall short before it moves
+NEVER = 1 << 62  # a sample count no stream reaches: nobody waits
+
 # Tried after the caller's rate and the devices' own default rates.
 FALLBACK_RATES = (48000, 44100, 32000, 16000)
 # PortAudio's paDeviceUnavailable: another program holds the device.
 PA_DEVICE_UNAVAILABLE = -9985
-MIN_WAIT_S = 0.002  # shortest sleep while waiting for a frame
 
 
 @dataclass(frozen=True)
@@ -140,7 +168,9 @@ class _FrameReader:
         if device_rate != rate:
             import soxr
 
-            self._resampler = soxr.ResampleStream(device_rate, rate, 1, dtype="float32")
+            self._resampler = soxr.ResampleStream(
+                device_rate, rate, 1, dtype="float32", vr=True
+            )
             self._frames = RingBuffer(capacity)
             self._scratch = np.empty(ring.capacity, dtype=np.float32)
             self._headroom = frame_size
@@ -162,6 +192,13 @@ class _FrameReader:
         self._pump()
         return self._frames.available
 
+    def ready_count(self, n: int) -> int:
+        """The device ring's `written` count at which n samples at the frame rate
+        are (or were) ready to read."""
+        self._pump()
+        missing = n - self._frames.available
+        return self.ring.written + math.ceil(missing * self._device_ratio)
+
     def read(self, n: int) -> np.ndarray | None:
         """Exactly n samples at the frame rate, or None."""
         self._pump()
@@ -172,10 +209,20 @@ class _FrameReader:
         self._pump()
         return self._frames.discard(n)
 
+    def read_until(self, end: int) -> np.ndarray | None:
+        """The samples (frame rate) not yet read up to the device ring's `written`
+        count `end` (as many as are ready), or None if there are none."""
+        self._pump()
+        n = min(math.floor(end / self._device_ratio), self._frames.written)
+        return (
+            self._frames.read(n - self._frames.consumed)
+            if n > self._frames.consumed
+            else None
+        )
+
     def _pump(self) -> None:
         if self._resampler is None:
             return
-        # Leave a frame of headroom: soxr releases its output in uneven bursts.
         room = int((self._frames.free - self._headroom) * self._device_ratio)
         n = min(self.ring.available, room)
         if n > 0:
@@ -184,7 +231,7 @@ class _FrameReader:
 
 
 class DuplexAudio:
-    """Microphone and speaker as float32 frames through one duplex stream."""
+    """Microphone and speaker as float32 frames through two sound-device streams."""
 
     def __init__(
         self,
@@ -194,11 +241,13 @@ class DuplexAudio:
         output_device: int | str | None = None,
         input_capacity_frames: int = 50,
         output_capacity_frames: int = 25,
-        output_cushion_frames: int = 1,
         device_rate: int | None = None,
         latency: float | str = "low",
+        period_s: float = DEVICE_PERIOD_S,
+        cushion_s: tuple[float, float] = CUSHION_BOUNDS_S,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        """Pick devices and stream settings (AudioError if unusable); `start` opens it.
+        """Pick devices and settings (AudioError if unusable); `start` opens them.
 
         Args:
             sample_rate, frame_size: the frames callers read and write (the app
@@ -208,13 +257,13 @@ class DuplexAudio:
             input_capacity_frames: mic frames held before new ones are dropped (also
                 the played-audio ring's size).
             output_capacity_frames: frames that can be queued for the speaker.
-            output_cushion_frames: frames queued beyond the one due before playback
-                starts, or resumes after an underrun: absorbs step-time (and resampler)
-                jitter, for that much latency. A whole frame more than that as a period
-                starts is late audio: the oldest frames are skipped.
-            device_rate: force the stream's rate (None: `sample_rate` if accepted, else
-                a rate both devices accept, resampled on the consumer side).
+            device_rate: force the streams' rate (None: `sample_rate` if accepted,
+                else a rate both devices accept, resampled on the consumer side).
             latency: PortAudio's suggested latency, seconds or "low" / "high".
+            period_s: the device period (samples per callback), in seconds.
+            cushion_s: bounds (min, max) of the speaker cushion's adaptive target,
+                in seconds; equal bounds fix it.
+            clock: seconds, for the timing of frames (callbacks call it too).
         """
         self.sample_rate = sample_rate
         self.frame_size = frame_size
@@ -225,89 +274,126 @@ class DuplexAudio:
         self.settings = choose_stream_settings(
             self._sd, self.input_device, self.output_device, sample_rate, device_rate
         )
-        self.device_rate = self.settings.device_rate
-        self.blocksize = round(frame_size * self.device_rate / sample_rate)
+        rate = self.device_rate = self.settings.device_rate
+        self.period = max(1, round(period_s * rate))
+        self.device_frame = round(frame_size * rate / sample_rate)
         self._latency = latency
-
-        if not 0 <= output_cushion_frames < output_capacity_frames:
+        self._clock = clock
+        lowest, highest = (round(s * rate) for s in cushion_s)
+        if not 0 <= lowest <= highest < output_capacity_frames * self.device_frame:
             raise ValueError(
-                "output_cushion_frames must be in [0, output_capacity_frames)"
+                "cushion_s must satisfy 0 <= min <= max < output_capacity_frames"
             )
-
-        def device_samples(frames: int) -> int:
-            return (frames + 1) * self.blocksize  # one more block: a period in flight
+        self._cushion = OutputCushion(self.period, rate, lowest, highest)
 
         self.input_capacity_frames = input_capacity_frames
         self.output_capacity_frames = output_capacity_frames
-        self._input = RingBuffer(device_samples(input_capacity_frames))
-        self._output = RingBuffer(device_samples(output_capacity_frames))
-        self._played = RingBuffer(device_samples(input_capacity_frames))
+        in_samples = (input_capacity_frames + 1) * self.device_frame
+        self._input = RingBuffer(in_samples)
+        self._output = RingBuffer(
+            (output_capacity_frames + 1) * self.device_frame + highest + self.period
+        )
+        self._played = RingBuffer(in_samples)
         # Consumer-side rings at the frame rate (only used when resampling): one extra
-        # frame of headroom for soxr's bursts.
+        # frame of headroom.
         frame_ring = (input_capacity_frames + 1) * frame_size
         self._input_frames = _FrameReader(
-            self._input, self.device_rate, sample_rate, frame_size, frame_ring
+            self._input, rate, sample_rate, frame_size, frame_ring
         )
         self._played_frames = _FrameReader(
-            self._played, self.device_rate, sample_rate, frame_size, frame_ring
+            self._played, rate, sample_rate, frame_size, frame_ring
         )
         self._output_resampler = None
-        if self.device_rate != sample_rate:
+        if rate != sample_rate:
             import soxr
 
             self._output_resampler = soxr.ResampleStream(
-                sample_rate, self.device_rate, 1, dtype="float32"
+                sample_rate, rate, 1, dtype="float32", vr=True
             )
-        self._stream = None
-        # Set once the speaker has played queued audio: later silence is an underrun.
+        self._silence = np.zeros(highest + self.period, np.float32)
+        self._streams: tuple = ()
+
+        # Shared with the callbacks: each is written by one side only.
+        self._wake = threading.Lock()  # released by the mic callback, taken by reads
+        self._wake.acquire()
+        self._wake_at = NEVER  # the reader waits for the input ring to reach this
+        self._callback_counts = np.full(CALLBACK_LOG, -1, np.int64)
+        self._callback_times = np.zeros(CALLBACK_LOG, np.float64)
+        self._callback_played = np.zeros(CALLBACK_LOG, np.int64)
+        # the writer wants the speaker queue to start no earlier than this sample
+        self._front_min = 0
         self._output_started = False
-        self._playing = False
-        self._resume_level = (1 + output_cushion_frames) * self.blocksize
-        # A period starting with this many samples queued skips the oldest whole periods.
-        self._late_level = self._resume_level + self.blocksize
         self._skipped_samples = 0
-        self._callbacks = 0
+        self._input_callbacks = 0
+        self._output_callbacks = 0
         self._underrun_samples = 0
         self._underrun_callbacks = 0
         self._status_input_overflows = 0
         self._status_output_underflows = 0
+
+        # The consumer thread's own state.
         self._input_frames_dropped = 0
+        # where the played frame of the last mic frame read ends (played `written`),
+        # and how far the speaker's count runs ahead of the microphone's
+        self._played_end: int | None = None
+        self._played_lead: int | None = None
+        self._lead_short = 0  # frames in a row the speaker was behind that lead
+        self._least_lead = 0
+        self._ready_time: float | None = None  # when the last frame read was complete
+        self._written_device = 0  # speaker samples produced from written frames
+        self._frames_written = 0
+        self._waits: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self._lateness: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self._queue_delays: deque[float] = deque(maxlen=TIMING_WINDOW)
+        self._timing: dict = {}
 
     # --- stream lifecycle ---------------------------------------------------------
 
     def start(self) -> DuplexAudio:
-        """Open and start the stream; AudioError if the devices refuse (busy, ...)."""
-        if self._stream is not None:
+        """Open and start both streams; AudioError if the devices refuse (busy, ...)."""
+        if self._streams:
             return self
         sd = self._sd
+        common = dict(
+            samplerate=self.device_rate,
+            blocksize=self.period,
+            dtype="float32",
+            latency=self._latency,
+        )
+        opened = []
         try:
-            stream = sd.Stream(
-                samplerate=self.device_rate,
-                blocksize=self.blocksize,
-                device=(self.input_device.index, self.output_device.index),
-                channels=(self.settings.input_channels, self.settings.output_channels),
-                dtype="float32",
-                latency=self._latency,
-                callback=self._callback,
+            # the speaker first: its prefill puts the played reference ahead
+            opened.append(
+                sd.OutputStream(
+                    device=self.output_device.index,
+                    channels=self.settings.output_channels,
+                    callback=self._output_callback,
+                    **common,
+                )
             )
+            opened.append(
+                sd.InputStream(
+                    device=self.input_device.index,
+                    channels=self.settings.input_channels,
+                    callback=self._input_callback,
+                    **common,
+                )
+            )
+            for stream in opened:
+                stream.start()
         except sd.PortAudioError as exc:
+            for stream in opened:
+                stream.close(ignore_errors=True)
             raise stream_open_error(
                 exc, self.input_device, self.output_device
             ) from None
-        try:
-            stream.start()
-        except sd.PortAudioError as exc:
-            stream.close(ignore_errors=True)
-            raise stream_open_error(
-                exc, self.input_device, self.output_device
-            ) from None
-        self._stream = stream
+        self._streams = tuple(opened)
         return self
 
     def close(self) -> None:
-        """Stop and close the stream (idempotent)."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        """Stop and close the streams (idempotent)."""
+        streams, self._streams = self._streams, ()
+        for stream in streams:
             stream.stop(ignore_errors=True)
             stream.close(ignore_errors=True)
 
@@ -317,35 +403,42 @@ class DuplexAudio:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    # --- PortAudio's thread --------------------------------------------------------
+    # --- PortAudio's threads -------------------------------------------------------
 
-    def _callback(self, indata, outdata, frames, time_info, status) -> None:
+    def _input_callback(self, indata, frames, time_info, status) -> None:
         if status.input_overflow:
             self._status_input_overflows += 1
+        self._input.write(indata[:, 0])
+        written = self._input.written
+        slot = self._input_callbacks % CALLBACK_LOG
+        self._callback_counts[slot] = -1  # never a new time with an old count
+        self._callback_times[slot] = self._clock()
+        self._callback_played[slot] = self._played.written
+        self._callback_counts[slot] = written
+        self._input_callbacks += 1
+        # Lock.release never blocks; only a waiting reader holds the lock.
+        if written >= self._wake_at and self._wake.locked():
+            self._wake.release()
+
+    def _output_callback(self, outdata, frames, time_info, status) -> None:
         if status.output_underflow:
             self._status_output_underflows += 1
         speaker = outdata[:, 0]
-        queued = self._output.available
-        if not self._playing and queued >= self._resume_level:
-            self._playing = self._output_started = True
-        if self._playing and queued >= self._late_level:
-            late = queued - self._resume_level
-            late -= late % self.blocksize  # whole periods, down to the cushion
-            self._output.discard(late)
-            self._skipped_samples += late
-        got = self._output.read_into(speaker) if self._playing else 0
+        late = self._front_min - self._output.consumed
+        if late > 0:  # the writer found late audio: the oldest goes
+            self._skipped_samples += self._output.discard(late)
+        got = self._output.read_into(speaker)
+        if got:
+            self._output_started = True
         if got < frames:
             speaker[got:] = 0.0
-            self._playing = False  # ran dry: wait for the cushion to refill
             if self._output_started:
                 self._underrun_samples += frames - got
                 self._underrun_callbacks += 1
         if outdata.shape[1] > 1:
             outdata[:, 1:] = outdata[:, :1]
-        # Played before mic: whenever mic frame k is readable, played frame k is too.
         self._played.write(speaker)
-        self._input.write(indata[:, 0])
-        self._callbacks += 1
+        self._output_callbacks += 1
 
     # --- consumer thread -----------------------------------------------------------
 
@@ -353,13 +446,48 @@ class DuplexAudio:
         """The oldest mic frame, (frame_size,) float32, or None after `timeout` s."""
         deadline = time.monotonic() + timeout
         while True:
+            ready = self._input_frames.ready_count(self.frame_size)
+            self._wake_at = ready  # from here on the callback wakes us
             frame = self._input_frames.read(self.frame_size)
-            remaining = deadline - time.monotonic()
-            if frame is not None or remaining <= 0:
+            if frame is not None:
+                self._wake_at = NEVER
+                now = self._clock()
+                self._ready_time, played = self._callback_at(ready, now)
+                self._waits.append(now - self._ready_time)
+                self._pair_played(played - ready)
+                self._played_end = ready + self._played_lead
                 return frame
-            # Sleep about as long as the device needs to deliver the missing samples.
-            missing = self.frame_size - self._input_frames.available()
-            time.sleep(min(remaining, max(MIN_WAIT_S, missing / self.sample_rate)))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._wake_at = NEVER
+                return None
+            self._wake.acquire(timeout=remaining)
+
+    def _pair_played(self, lead: int) -> None:
+        """Keep the played reference's lead over the mic steady: the first lead
+        seen, moved only after it has been short for LEAD_PATIENCE frames in a row
+        (callback jitter alone only shortens single frames)."""
+        if self._played_lead is None:
+            self._played_lead = lead
+        elif lead >= self._played_lead:
+            self._lead_short = 0
+        else:
+            self._least_lead = (
+                lead if not self._lead_short else min(self._least_lead, lead)
+            )
+            self._lead_short += 1
+            if self._lead_short >= LEAD_PATIENCE:
+                self._played_lead = self._least_lead
+                self._lead_short = 0
+
+    def _callback_at(self, count: int, now: float) -> tuple[float, int]:
+        """When the mic callback first had `count` samples written, and how many
+        the speaker callback had played by then (now and all of them if never)."""
+        reached = np.flatnonzero(self._callback_counts >= count)
+        if not reached.size:
+            return now, self._played.written
+        first = reached[np.argmin(self._callback_times[reached])]
+        return float(self._callback_times[first]), int(self._callback_played[first])
 
     def input_frames_available(self) -> int:
         """Whole microphone frames waiting to be read (for lag compensation)."""
@@ -369,51 +497,117 @@ class DuplexAudio:
         """Drop the oldest n mic frames (and their played frames); returns how many."""
         n = max(0, min(n, self.input_frames_available()))
         self._input_frames.discard(n * self.frame_size)
-        self._played_frames.discard(n * self.frame_size)
         self._input_frames_dropped += n
         return n
 
+    def read_played_frame(self) -> np.ndarray | None:
+        """What the speaker was handed since the last call, up to the time of the
+        last mic frame read (silence included; see the module docstring): about a
+        frame, float32, or None."""
+        end, self._played_end = self._played_end, None
+        return None if end is None else self._played_frames.read_until(end)
+
     def write_frame(self, pcm: np.ndarray) -> None:
-        """Queue one frame for the speaker; what does not fit is dropped and counted."""
+        """Queue one frame for the speaker, behind the cushion; what does not fit is
+        dropped and counted."""
         pcm = np.asarray(pcm, dtype=np.float32)
         if pcm.shape != (self.frame_size,):
             raise ValueError(
                 f"write_frame takes ({self.frame_size},) samples, got {pcm.shape}"
             )
+        now = self._clock()
+        quiet = max(float(pcm.max()), -float(pcm.min())) < QUIET_PEAK
         if self._output_resampler is not None:
             pcm = self._output_resampler.resample_chunk(pcm)
-        self._output.write(pcm)
+        self._frames_written += 1
+        self._written_device += pcm.shape[0]
+        nominal = self._frames_written * self.frame_size * self.device_rate
+        deviation = self._written_device - round(nominal / self.sample_rate)
+        # the lateness of the frame read last, if this is its answer
+        lateness = None if self._ready_time is None else now - self._ready_time
+        self._ready_time = None
+        out = self._output
+        queued = out.written - max(out.consumed, self._front_min)
+        plan = self._cushion.plan(
+            queued,
+            lateness,
+            pcm.shape[0],
+            self._underrun_callbacks,
+            deviation,
+            quiet,
+        )
+        if plan.pad:
+            self._output.write(self._silence[: min(plan.pad, self._silence.size)])
+        self._output.write(pcm[plan.trim :])
+        if plan.skip:
+            self._front_min = max(out.consumed, self._front_min) + plan.skip
+        if lateness is not None:
+            self._lateness.append(lateness)
+        ahead = max(0, queued + plan.pad - plan.skip)
+        self._queue_delays.append(ahead / self.device_rate)
+        self._publish_timing()
 
-    def read_played_frame(self) -> np.ndarray | None:
-        """The oldest frame handed to the speaker (silence included), or None."""
-        return self._played_frames.read(self.frame_size)
+    def _publish_timing(self) -> None:
+        """The timing figures `stats` shows (computed here, on the consumer thread)."""
+        ms = 1000.0
+        cushion = self._cushion
+        self._timing = {
+            "frame_wait_ms": ms * float(np.median(self._waits))
+            if self._waits
+            else None,
+            "frame_wait_p95_ms": (
+                ms * float(np.percentile(self._waits, 95)) if self._waits else None
+            ),
+            "processing_ms": (
+                ms * float(np.median(self._lateness)) if self._lateness else None
+            ),
+            "speaker_queue_ms": ms * float(np.median(self._queue_delays)),
+            "cushion_ms": ms * cushion.target / self.device_rate,
+            "cushion_jitter_ms": ms * cushion.jitter / self.device_rate,
+            "cushion_grown": cushion.grown,
+            "cushion_padded_ms": ms * cushion.padded / self.device_rate,
+            "cushion_trimmed_ms": ms * cushion.trimmed / self.device_rate,
+            "cushion_skipped_ms": ms * cushion.skipped / self.device_rate,
+        }
 
     def stats(self) -> dict:
-        """Fill levels in frames, counters in samples at `sample_rate`; any thread."""
+        """Fill levels in frames, counters in samples at `sample_rate`, timing in ms
+        (medians over the last 10 s); any thread."""
         to_rate = self.sample_rate / self.device_rate
-        latency = self._stream.latency if self._stream is not None else (None, None)
+        streams = self._streams
+        latency = (streams[1].latency, streams[0].latency) if streams else (None, None)
         return {
-            "active": bool(self._stream is not None and self._stream.active),
+            "active": bool(streams) and all(s.active for s in streams),
             "input_device": self.input_device.name,
             "output_device": self.output_device.name,
             "sample_rate": self.sample_rate,
             "device_rate": self.device_rate,
+            "period_ms": 1000.0 * self.period / self.device_rate,
             "input_channels": self.settings.input_channels,
             "output_channels": self.settings.output_channels,
             "input_latency_s": latency[0],
             "output_latency_s": latency[1],
-            "callbacks": self._callbacks,
+            "callbacks": self._input_callbacks,
+            "output_callbacks": self._output_callbacks,
             "input_fill_frames": self._input_frames.pending / self.frame_size,
             "input_capacity_frames": self.input_capacity_frames,
-            "output_fill_frames": self._output.available / self.blocksize,
+            "output_fill_frames": self._output.available / self.device_frame,
             "output_capacity_frames": self.output_capacity_frames,
             "input_overflows": self._input_frames.overflows,
             "output_overflows": round(self._output.overflows * to_rate),
             "output_underruns": round(self._underrun_samples * to_rate),
             "output_underrun_callbacks": self._underrun_callbacks,
-            "output_skipped_frames": self._skipped_samples // self.blocksize,
+            "output_skipped_frames": self._skipped_samples // self.device_frame,
+            "output_skipped_s": self._skipped_samples / self.device_rate,
             "played_overflows": self._played_frames.overflows,
+            # how far the played reference runs ahead of the microphone it pairs with
+            "played_lead_ms": (
+                None
+                if self._played_lead is None
+                else 1000.0 * self._played_lead / self.device_rate
+            ),
             "input_frames_dropped": self._input_frames_dropped,
             "status_input_overflows": self._status_input_overflows,
             "status_output_underflows": self._status_output_underflows,
+            **self._timing,
         }

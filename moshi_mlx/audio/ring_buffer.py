@@ -33,6 +33,16 @@ class RingBuffer:
         return self._written - self._consumed
 
     @property
+    def written(self) -> int:
+        """Samples written since the ring was made (what was dropped not counted)."""
+        return self._written
+
+    @property
+    def consumed(self) -> int:
+        """Samples read or discarded since the ring was made."""
+        return self._consumed
+
+    @property
     def free(self) -> int:
         """Samples that can be written without dropping any."""
         return self.capacity - self.available

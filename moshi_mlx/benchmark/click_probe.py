@@ -1,0 +1,246 @@
+"""Mic → speaker latency of a running app, measured from outside on one clock.
+
+A separate process (the probe) plays short noise bursts into the app's microphone and
+records both the microphone and the app's speaker as the two channels of one sound
+server monitor, so a position in the recording is one time for both: the probe's own
+output and input buffering (which on PulseAudio's ALSA plugin varies from 30 to 400
+ms between runs, and jumps within one) cancels out. On PulseAudio, `latency_bus`
+builds that monitor: a stereo null sink whose left channel is the app's speaker and
+whose right channel is the app's microphone (remap modules, which add no buffering).
+
+What is measured: from the moment a burst is at the app's microphone to the first
+change it causes at the app's speaker. The app under test answers with a voice that
+is periodic in silence (the copying Moshi of moshi_mlx.benchmark.copy_moshi):
+"changed" means a stretch of the speaker no longer matches the speaker one model
+frame earlier, allowing for the few samples a sound server may slip.
+
+    python -m moshi_mlx.benchmark.click_probe OUT.npz --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RATE = 24000
+FRAME = 1920  # the app's model frame: its voice repeats with this period in silence
+BLOCK = 240  # the probe's own device period (10 ms)
+BURST_S = 0.15  # a short sound: long enough for Mimi's semantic code to notice it
+BURST_LEVEL = 0.3  # RMS of the burst
+FIRST_S = 3.0  # the app's voice settles into its period before the first burst
+SPACING_S = 2.5  # between bursts: the voice settles again after each answer
+WINDOW = 60  # samples (2.5 ms) per comparison window
+SLIP = 16  # samples the recording may have slipped by within one frame
+QUIET_WINDOWS = 40  # windows (100 ms) before a burst that set the change threshold
+# A change: this many times the largest difference just before the burst, and at
+# least MIN_THRESHOLD. Offline, on the copying Moshi with no devices, this finds the
+# first changed frame 2.5-7.5 ms (median) after it starts, never before.
+THRESHOLD_FACTOR = 2.0
+MIN_THRESHOLD = 0.0005  # about -66 dBFS
+MAX_WAIT_S = 1.5  # no change this long after a burst: nothing heard
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """What the probe played and recorded, index-aligned (float32, RATE)."""
+
+    played: np.ndarray
+    speaker: np.ndarray  # the app's speaker, as recorded
+    mic: np.ndarray  # the app's microphone (the probe's own sound), as recorded
+    bursts: np.ndarray  # sample index of each burst's first sample in `played`
+
+
+def probe_signal(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Silence with bursts every SPACING_S (+ up to a frame, so that they land
+    anywhere in the app's frames): (signal, burst starts)."""
+    rng = np.random.default_rng(seed)
+    signal = np.zeros(int(seconds * RATE), np.float32)
+    length = int(BURST_S * RATE)
+    starts, at = [], int(FIRST_S * RATE)
+    while at + length + int(MAX_WAIT_S * RATE) < signal.size:
+        burst = rng.standard_normal(length) * BURST_LEVEL
+        signal[at : at + length] = np.clip(burst, -1, 1)
+        starts.append(at)
+        at += int(SPACING_S * RATE) + int(rng.integers(0, FRAME))
+    return signal, np.array(starts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LatencyBus:
+    """PulseAudio environments of the app and of the probe on a latency bus."""
+
+    app_env: dict[str, str]  # default devices: speaker and microphone on the bus
+    probe_env: dict[str, str]  # plays into the microphone, records the whole bus
+
+
+@contextmanager
+def latency_bus(env: dict[str, str], name: str = "latency") -> Iterator[LatencyBus]:
+    """Build the bus on the PulseAudio server of `env` (pactl); remove it on exit."""
+    bus, speaker, mic, probe = (
+        f"{name}_{p}" for p in ("bus", "speaker", "mic", "probe")
+    )
+    env = {k: v for k, v in env.items() if k not in ("PULSE_SINK", "PULSE_SOURCE")}
+    modules: list[str] = []
+    keepalive = None
+
+    def load(*args: str) -> None:
+        result = subprocess.run(
+            ["pactl", "load-module", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"pactl load-module {args[0]}: {result.stderr.strip()}")
+        modules.append(result.stdout.strip())
+
+    def remap(kind: str, name: str, master: str, channel: str) -> None:
+        load(
+            f"module-remap-{kind}",
+            f"{kind}_name={name}",
+            f"master={master}",
+            "channels=1",
+            "channel_map=mono",
+            f"master_channel_map={channel}",
+            "remix=no",
+        )
+
+    try:
+        # no rewinds: a rewind re-sends audio to the monitor and shifts it in time
+        load(
+            "module-null-sink",
+            f"sink_name={bus}",
+            f"rate={RATE}",
+            "channels=2",
+            "norewinds=1",
+        )
+        remap("sink", speaker, bus, "front-left")
+        remap("sink", probe, bus, "front-right")
+        remap("source", mic, f"{bus}.monitor", "front-right")
+        # a reader keeps the idle null sink rendering in small blocks
+        keepalive = subprocess.Popen(
+            ["parec", "--latency-msec=20", f"--device={bus}.monitor"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        yield LatencyBus(
+            {**env, "PULSE_SINK": speaker, "PULSE_SOURCE": mic},
+            {**env, "PULSE_SINK": probe, "PULSE_SOURCE": f"{bus}.monitor"},
+        )
+    finally:
+        if keepalive is not None:
+            keepalive.terminate()
+            keepalive.wait(timeout=10)
+        for module in reversed(modules):
+            subprocess.run(
+                ["pactl", "unload-module", module], env=env, timeout=20, check=False
+            )
+
+
+def run_probe(env: dict[str, str], seconds: float, seed: int = 0) -> ProbeRun:
+    """Play and record in a subprocess with `env` (LatencyBus.probe_env); blocks."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "probe.npz"
+        result = subprocess.run(
+            [sys.executable, "-m", __spec__.name, str(out), "--seconds", str(seconds)]
+            + ["--seed", str(seed)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the probe failed: {result.stderr.strip()}")
+        data = np.load(out)
+        return ProbeRun(data["played"], data["speaker"], data["mic"], data["bursts"])
+
+
+def burst_onsets(run: ProbeRun) -> list[int | None]:
+    """Where each burst reached the app's microphone (sample index in the
+    recording), None if it did not within MAX_WAIT_S."""
+    level = np.abs(run.mic)
+    onsets: list[int | None] = []
+    for start in run.bursts:
+        window = level[start : start + int(MAX_WAIT_S * RATE)]
+        loud = np.flatnonzero(window > 0.25 * BURST_LEVEL)
+        onsets.append(int(start + loud[0]) if loud.size else None)
+    return onsets
+
+
+def latencies(run: ProbeRun) -> list[float | None]:
+    """Seconds from each burst at the app's microphone to the first change of its
+    periodic voice at the speaker; None where either was missing."""
+    difference = periodic_difference(run.speaker)
+    delays: list[float | None] = []
+    for onset in burst_onsets(run):
+        if onset is None:
+            delays.append(None)
+            continue
+        first = onset // WINDOW
+        quiet = difference[max(0, first - QUIET_WINDOWS) : first]
+        threshold = max(THRESHOLD_FACTOR * quiet.max(initial=0.0), MIN_THRESHOLD)
+        after = difference[first : first + int(MAX_WAIT_S * RATE) // WINDOW]
+        changed = np.flatnonzero(after > threshold)
+        at = (first + changed[0]) * WINDOW if changed.size else None
+        delays.append(None if at is None else float(at - onset) / RATE)
+    return delays
+
+
+def periodic_difference(pcm: np.ndarray) -> np.ndarray:
+    """Per WINDOW: the largest sample difference from the same stretch one FRAME
+    earlier, at the best of the lags FRAME ± SLIP."""
+    n = (pcm.size - FRAME - SLIP) // WINDOW
+    best = np.full(n, np.inf, np.float32)
+    idx = (FRAME + SLIP + np.arange(n) * WINDOW)[:, None] + np.arange(WINDOW)[None, :]
+    now = pcm[idx - SLIP]
+    for lag in range(FRAME - SLIP, FRAME + SLIP + 1):
+        diff = np.abs(now - pcm[idx - SLIP - lag]).max(axis=1)
+        np.minimum(best, diff, out=best)
+    # best[k] compares the window starting at FRAME + k * WINDOW: index by start
+    head = np.full(FRAME // WINDOW, np.inf, np.float32)
+    return np.concatenate([head, best])[: pcm.size // WINDOW]
+
+
+def _play_and_record(out: Path, seconds: float, seed: int) -> None:
+    import sounddevice as sd
+
+    played, bursts = probe_signal(seconds, seed)
+    recorded = sd.playrec(
+        played,
+        samplerate=RATE,
+        channels=2,
+        dtype="float32",
+        blocksize=BLOCK,
+        latency="low",
+        blocking=True,
+    )
+    np.savez(
+        out,
+        played=played,
+        speaker=recorded[:, 0],
+        mic=recorded[:, 1],
+        bursts=bursts,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    _play_and_record(args.out, args.seconds, args.seed)
+
+
+if __name__ == "__main__":
+    main()
