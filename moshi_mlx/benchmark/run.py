@@ -125,6 +125,7 @@ def reference_run(
         user_codes,
         *_samplers(sampling),
         seed=sampling.seed,
+        alignment=sampling.alignment,
         on_frame=lambda done, total: progress.frames("reference (float)", done, total),
     )
     dep_q = source.config.dep_q
@@ -144,7 +145,9 @@ def time_lm_steps(
     progress: Progress,
 ) -> np.ndarray:
     """ms of each free-running LmGen step (temporal, text head, depformer)."""
-    gen = LmGen(model, *_samplers(sampling), seed=sampling.seed)
+    gen = LmGen(
+        model, *_samplers(sampling), seed=sampling.seed, alignment=sampling.alignment
+    )
     for codes in user_codes[:warmup]:
         gen.step(mx.array(codes))
         mx.synchronize()
@@ -217,6 +220,7 @@ def measure_level(
         user_codes,
         replay(reference.text_tokens),
         replay(reference.audio_tokens),
+        alignment=sampling.alignment,
         on_frame=lambda done, total: progress.frames(
             "teacher-forced replay", done, total
         ),
