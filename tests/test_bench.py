@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
+from moshi_mlx import accelerator
 from moshi_mlx.benchmark import DEFAULT_LEVELS, NAMED_LEVELS, metrics, parse_level
 from moshi_mlx.benchmark.levels import level_spec, quantize_for_level
 from moshi_mlx.benchmark.models import (
@@ -127,7 +128,7 @@ def test_output_tables_notes_and_plot(fixture_run):
     for text in ("Speed per 80 ms frame", "Memory (MiB)", "Extrapolated to 2 layers",
                  "Mimi reconstruction", "teacher forcing"):  # fmt: skip
         assert text in result.stdout
-    if mx.default_device().type == mx.DeviceType.cpu:
+    if not accelerator.on_gpu():
         assert "quantized matmul is slower than its bf16 matmul" in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -283,3 +284,31 @@ def test_clip_is_cut_or_looped_to_whole_frames(tmp_path):
     np.testing.assert_array_equal(loop[12 * 1920 : 24 * 1920], pcm[: 12 * 1920])
     whole, _ = fit_frames(pcm, 1920, None)
     assert len(whole) == 12 * 1920
+
+
+def test_gpu_branch_keeps_bf16_scales(lm_fixtures, mimi_fixtures, monkeypatch):
+    """As on a GPU, a q8 level holds in memory what it stores (bf16 scales) and the
+    note on the CPU's slow quantized matmul is left out; the CPU's float32 scales take
+    more memory than the file."""
+    from moshi_mlx.app.engine import SamplingSettings
+    from moshi_mlx.benchmark import BenchOptions, run_benchmark
+    from moshi_mlx.checkpoints import WeightRequest
+
+    request = WeightRequest(
+        moshi_weight=lm_fixtures / "model.safetensors",
+        lm_config=lm_fixtures / "config.json",
+        mimi_weight=mimi_fixtures / "mimi_small.safetensors",
+        mimi_config=mimi_fixtures / "mimi_small.json",
+        offline=True,
+    )
+    options = BenchOptions(levels=("q8",), frames=3, warmup=0)
+    runs = {}
+    for gpu in (False, True):
+        monkeypatch.setattr(accelerator, "on_gpu", lambda gpu=gpu: gpu)
+        runs[gpu] = run_benchmark(request, SamplingSettings(), options)
+    cpu, gpu = (runs[g]["levels"][0] for g in (False, True))
+    assert gpu["disk_bytes"] == cpu["disk_bytes"]
+    assert gpu["memory_bytes"] == gpu["disk_bytes"] < cpu["memory_bytes"]
+    note = "quantized matmul is slower than its bf16 matmul"
+    assert [note in n for n in runs[False]["notes"]].count(True) == 1
+    assert not any(note in n for n in runs[True]["notes"])

@@ -229,7 +229,9 @@ def record_run(
 ) -> tuple[LogitRecorder, LogitRecorder]:
     """Step LmGen over `user_codes` (frames, U), recording the text and audio logits."""
     text, audio = LogitRecorder(text_pick), LogitRecorder(audio_pick)
-    gen = LmGen(model, text, audio, seed=seed, alignment=alignment)
+    # never compiled (as it would be on a GPU): the recorders keep arrays from inside
+    # the depformer, and a replay's next token would be frozen into the trace
+    gen = LmGen(model, text, audio, seed=seed, alignment=alignment, compile=False)
     for i, codes in enumerate(user_codes):
         out = gen.step(mx.array(codes))
         mx.eval(

@@ -19,6 +19,7 @@ from typing import Protocol
 import mlx.core as mx
 import numpy as np
 
+from .. import accelerator
 from ..app.engine import SamplingSettings
 from ..checkpoints import WeightRequest
 from ..errors import ConfigError
@@ -377,7 +378,7 @@ def notes(sources: Sources, cfg: LmConfig, looped: bool) -> list[str]:
             "missing layers x measured per-layer time, weights + missing layers x one "
             "layer's bytes"
         )
-    if mx.default_device().type == mx.DeviceType.cpu:
+    if not accelerator.on_gpu():
         out.append(
             "on a CPU, MLX's quantized matmul is slower than its bf16 matmul (a "
             "platform fact: somewhat slower with the float32 scales used here, many "

@@ -33,6 +33,7 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 
+from .. import accelerator
 from .model import Lm
 from .sampling import Sampler
 
@@ -111,7 +112,7 @@ class LmGen:
         self._user_cols = mx.arange(cfg.user_codebooks)
         self._cache = model.make_cache(1, attention_window(cfg.context, alignment))
         if compile is None:
-            compile = mx.default_device().type == mx.DeviceType.gpu
+            compile = accelerator.on_gpu()
         # a plain function of (h, text, key), holding no reference to self
         frame = partial(sample_depformer, model, self.audio_sampler)
         self._depformer = mx.compile(frame) if compile else frame
