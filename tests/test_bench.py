@@ -48,12 +48,13 @@ def fixture_flags(lm_fixtures, mimi_fixtures) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fixture_run(fixture_flags, tmp_path_factory):
-    """One `cli.py bench` run on the fixture Moshi, 1 of its 2 layers, every level."""
+    """One `cli.py bench` run on the fixture Moshi, 1 of its 2 layers, every level
+    (named with commas and spaces)."""
     out = tmp_path_factory.mktemp("bench")
     result = cli_bench(
         *fixture_flags,
         "--layers", 1,
-        "--levels", *ALL_LEVELS,
+        "--levels", "bf16,q8,q6", "q4", "q4g64", "mixed,mixed-bf16,q5g32",
         "--json", out / "bench.json",
         "--plot", out / "bench.png",
     )  # fmt: skip
@@ -141,6 +142,8 @@ ERRORS = [
         "undivided",
     ),
     (["--levels", "q4x"], "level 'q4x' is not known", "unknown"),
+    (["--levels", "q4,q4x"], "level 'q4x' is not known", "unknown-after-comma"),
+    (["--levels", ",", " "], "--levels: no level given", "no-level"),
     (["--quantized", "4"], "--quantized does not apply", "quantized-flag"),
     (["--layers", "3"], "--layers must be in 1..2", "too-many-layers"),
 ]
