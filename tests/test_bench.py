@@ -289,21 +289,16 @@ def test_clip_is_cut_or_looped_to_whole_frames(tmp_path):
     assert len(whole) == 12 * 1920
 
 
-def test_gpu_branch_keeps_bf16_scales(lm_fixtures, mimi_fixtures, monkeypatch):
+def test_gpu_branch_keeps_bf16_scales(monkeypatch):
     """As on a GPU, a q8 level holds in memory what it stores (bf16 scales) and the
     note on the CPU's slow quantized matmul is left out; the CPU's float32 scales take
     more memory than the file."""
+    from test_file_mode import tiny_request
+
     from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.benchmark import BenchOptions, run_benchmark
-    from moshi_mlx.checkpoints import WeightRequest
 
-    request = WeightRequest(
-        moshi_weight=lm_fixtures / "model.safetensors",
-        lm_config=lm_fixtures / "config.json",
-        mimi_weight=mimi_fixtures / "mimi_small.safetensors",
-        mimi_config=mimi_fixtures / "mimi_small.json",
-        offline=True,
-    )
+    request = tiny_request()
     options = BenchOptions(levels=("q8",), frames=3, warmup=0)
     runs = {}
     for gpu in (False, True):
