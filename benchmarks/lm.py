@@ -21,7 +21,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from moshi_mlx import blas
+from moshi_mlx import accelerator, blas
 from moshi_mlx.benchmark.levels import NAMED_LEVELS, Level
 from moshi_mlx.benchmark.measure import MIB, frame_timing, peak_mlx_mib, time_steps
 from moshi_mlx.benchmark.models import (
@@ -90,7 +90,7 @@ def measure(source: LmSource, level: str, args: argparse.Namespace) -> dict:
     def depformer(h, text, key):
         return model.depformer(h, text, lambda k, logits: sampler(logits, key))
 
-    if compiled or (compiled is None and mx.default_device().type == mx.DeviceType.gpu):
+    if compiled or (compiled is None and accelerator.on_gpu()):
         depformer = mx.compile(depformer)
     depformer_ms = time_steps(lambda: depformer(h, text, key), steps, warmup)
     per_layer = layers_ms / cfg.num_layers

@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 
+from . import accelerator
 from .errors import WeightsError
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
@@ -137,7 +138,7 @@ def scales_dtype_for(dtype: mx.Dtype) -> mx.Dtype:
     bf16 ones (measured here), so on the CPU they are kept in float32; the
     packed weights are unchanged and outputs are cast back to `dtype`.
     """
-    if dtype == mx.float32 or mx.default_device().type == mx.DeviceType.cpu:
+    if dtype == mx.float32 or not accelerator.on_gpu():
         return mx.float32
     return dtype
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
+from moshi_mlx import accelerator
 from moshi_mlx.benchmark import DEFAULT_LEVELS, NAMED_LEVELS, metrics, parse_level
 from moshi_mlx.benchmark.levels import level_spec, quantize_for_level
 from moshi_mlx.benchmark.models import (
@@ -47,12 +48,13 @@ def fixture_flags(lm_fixtures, mimi_fixtures) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fixture_run(fixture_flags, tmp_path_factory):
-    """One `cli.py bench` run on the fixture Moshi, 1 of its 2 layers, every level."""
+    """One `cli.py bench` run on the fixture Moshi, 1 of its 2 layers, every level
+    (named with commas and spaces)."""
     out = tmp_path_factory.mktemp("bench")
     result = cli_bench(
         *fixture_flags,
         "--layers", 1,
-        "--levels", *ALL_LEVELS,
+        "--levels", "bf16,q8,q6", "q4", "q4g64", "mixed,mixed-bf16,q5g32",
         "--json", out / "bench.json",
         "--plot", out / "bench.png",
     )  # fmt: skip
@@ -127,7 +129,7 @@ def test_output_tables_notes_and_plot(fixture_run):
     for text in ("Speed per 80 ms frame", "Memory (MiB)", "Extrapolated to 2 layers",
                  "Mimi reconstruction", "teacher forcing"):  # fmt: skip
         assert text in result.stdout
-    if mx.default_device().type == mx.DeviceType.cpu:
+    if not accelerator.on_gpu():
         assert "quantized matmul is slower than its bf16 matmul" in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -140,6 +142,8 @@ ERRORS = [
         "undivided",
     ),
     (["--levels", "q4x"], "level 'q4x' is not known", "unknown"),
+    (["--levels", "q4,q4x"], "level 'q4x' is not known", "unknown-after-comma"),
+    (["--levels", ",", " "], "--levels: no level given", "no-level"),
     (["--quantized", "4"], "--quantized does not apply", "quantized-flag"),
     (["--layers", "3"], "--layers must be in 1..2", "too-many-layers"),
 ]
@@ -283,3 +287,26 @@ def test_clip_is_cut_or_looped_to_whole_frames(tmp_path):
     np.testing.assert_array_equal(loop[12 * 1920 : 24 * 1920], pcm[: 12 * 1920])
     whole, _ = fit_frames(pcm, 1920, None)
     assert len(whole) == 12 * 1920
+
+
+def test_gpu_branch_keeps_bf16_scales(monkeypatch):
+    """As on a GPU, a q8 level holds in memory what it stores (bf16 scales) and the
+    note on the CPU's slow quantized matmul is left out; the CPU's float32 scales take
+    more memory than the file."""
+    from test_file_mode import tiny_request
+
+    from moshi_mlx.app.engine import SamplingSettings
+    from moshi_mlx.benchmark import BenchOptions, run_benchmark
+
+    request = tiny_request()
+    options = BenchOptions(levels=("q8",), frames=3, warmup=0)
+    runs = {}
+    for gpu in (False, True):
+        monkeypatch.setattr(accelerator, "on_gpu", lambda gpu=gpu: gpu)
+        runs[gpu] = run_benchmark(request, SamplingSettings(), options)
+    cpu, gpu = (runs[g]["levels"][0] for g in (False, True))
+    assert gpu["disk_bytes"] == cpu["disk_bytes"]
+    assert gpu["memory_bytes"] == gpu["disk_bytes"] < cpu["memory_bytes"]
+    note = "quantized matmul is slower than its bf16 matmul"
+    assert [note in n for n in runs[False]["notes"]].count(True) == 1
+    assert not any(note in n for n in runs[True]["notes"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from moshi_mlx import accelerator
 from moshi_mlx.errors import ConfigError, WeightsError
 from moshi_mlx.lm import LmConfig, LmGen, Sampler, load_lm, pytorch_to_mlx
 from moshi_mlx.weights import load_safetensors
@@ -50,9 +51,11 @@ def teacher_forced(model, ref) -> dict[str, np.ndarray]:
     }
 
 
-def free_run(model, user_codes: mx.array, steps: int) -> dict[str, np.ndarray]:
+def free_run(
+    model, user_codes: mx.array, steps: int, **gen_options
+) -> dict[str, np.ndarray]:
     """Greedy LmGen run; also records what the temporal transformer was fed."""
-    gen = LmGen(model, Sampler(temp=0), Sampler(temp=0))
+    gen = LmGen(model, Sampler(temp=0), Sampler(temp=0), **gen_options)
     fed_text, fed_audio = [], []
     temporal = model.temporal
 
@@ -117,12 +120,13 @@ def test_config_errors_name_the_file(tmp_path, stt_fixtures):
 
 
 def assert_matches_golden(model, ref) -> None:
-    """float32 parity: teacher-forced logits within 1e-3, greedy free run token-exact."""
+    """float32 parity with an MLX golden: teacher-forced logits within 1e-3, greedy
+    free run with the MLX alignment token-exact."""
     for name, got in teacher_forced(model, ref).items():
         np.testing.assert_allclose(
             got, np.array(ref[name]), atol=1e-3, rtol=0, err_msg=name
         )
-    run = free_run(model, ref["input_user_codes"], STEPS)
+    run = free_run(model, ref["input_user_codes"], STEPS, alignment="mlx")
     for name, got in run.items():
         np.testing.assert_array_equal(got, np.array(ref[name]), err_msg=name)
 
@@ -145,9 +149,37 @@ def test_context_window_parity(cfg, lm_fixtures):
     assert_matches_golden(model, ref)
 
 
+@pytest.mark.parametrize(
+    "golden,context", [("ref.pytorch", 3000), ("ref.pytorch.ctx10", 10)]
+)
+def test_default_alignment_is_kyutai_pytorch(cfg, lm_fixtures, golden, context):
+    """Kyutai's PyTorch LMGen: the user's frame t - d read at step t, and an attention
+    window of `context` keys, the current one included (ctx10 drifts without it)."""
+    model = load_lm(
+        lm_fixtures / "model.pytorch.safetensors",
+        dataclasses.replace(cfg, context=context),
+        mx.float32,
+    )
+    ref = {
+        k: np.array(v)
+        for k, v in mx.load(str(lm_fixtures / f"{golden}.safetensors")).items()
+    }
+    run = free_run(model, mx.array(ref["input_user_codes"]), STEPS)
+    np.testing.assert_array_equal(run["text_tokens"], ref["text_tokens"])
+    np.testing.assert_array_equal(run["audio_tokens_out"], ref["audio_tokens_out"])
+    # PyTorch returns frame t - 1 with its text token, ours came a step earlier
+    np.testing.assert_array_equal(run["text_tokens"][:-1], ref["text_tokens_out"][1:])
+    assert (ref["text_tokens_out"][0], ref["audio_tokens_out"][0, 0]) == (-1, -1)
+
+
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
 @pytest.mark.parametrize("weights,golden", VARIANTS)
-def test_bf16_teacher_forced_logits(cfg, lm_fixtures, weights, golden):
-    """bf16 compute is not token-exact; logits stay within the README's bf16 bounds."""
+def test_bf16_teacher_forced_logits(
+    cfg, lm_fixtures, monkeypatch, weights, golden, gpu
+):
+    """bf16 compute is not token-exact; logits stay within the README's bf16 bounds,
+    with the CPU's float32 quantization scales and with a GPU's bf16 ones."""
+    monkeypatch.setattr(accelerator, "on_gpu", lambda: gpu)
     summary = json.loads((lm_fixtures / "ref_summary.json").read_text())["variants"]
     bound = summary[f"{golden}.safetensors"]
     model = load_lm(lm_fixtures / weights, cfg)  # bfloat16 by default
@@ -231,9 +263,9 @@ def test_weight_file_mismatches_name_the_file(cfg, lm_fixtures, tmp_path):
 
 
 def windowed_reference(
-    model, text_in: np.ndarray, audio_in: np.ndarray, context: int
+    model, text_in: np.ndarray, audio_in: np.ndarray, window: int
 ) -> np.ndarray:
-    """Whole-sequence temporal pass: position p attends to p - context .. p."""
+    """Whole-sequence temporal pass: position p attends to p - window + 1 .. p."""
     x = model.text_emb(mx.array(text_in))
     for k, table in enumerate(model.audio_embs):
         x = x + table(mx.array(audio_in[:, k]))
@@ -241,7 +273,7 @@ def windowed_reference(
     t = x.shape[1]
     pos = np.arange(t)
     mask = mx.array(
-        (pos[None, :] <= pos[:, None]) & (pos[None, :] >= pos[:, None] - context)
+        (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - window)
     )
     for layer in model.transformer.layers:
         attn = layer.self_attn
@@ -260,8 +292,10 @@ def windowed_reference(
     return np.array(model.out_norm(x)[0])
 
 
-def test_long_conversation_ring_cache(cfg, lm_fixtures):
-    """3.5x the context: bounded cache, each step equal to an explicit window."""
+@pytest.mark.parametrize("alignment,window", [("mlx", 11), ("pytorch", 10)])
+def test_long_conversation_ring_cache(cfg, lm_fixtures, alignment, window):
+    """3.5x the context: bounded cache, each step equal to an explicit window of
+    `context` + 1 keys (MLX) or `context` keys (PyTorch)."""
     context, steps = 10, 35
     model = load_lm(
         lm_fixtures / "model.safetensors",
@@ -270,8 +304,8 @@ def test_long_conversation_ring_cache(cfg, lm_fixtures):
     )
     rng = np.random.default_rng(7)
     user = mx.array(rng.integers(0, cfg.card, (steps, 8)), dtype=mx.int32)
-    run = free_run(model, user, steps)
-    cache = model.make_cache(1)
+    run = free_run(model, user, steps, alignment=alignment)
+    cache = model.make_cache(1, window)
     got = np.concatenate(
         [
             np.array(
@@ -284,9 +318,9 @@ def test_long_conversation_ring_cache(cfg, lm_fixtures):
             for t in range(steps)
         ]
     )
-    assert all(c.keys.shape[2] == context + 1 and c.offset == steps for c in cache)
+    assert all(c.keys.shape[2] == window and c.offset == steps for c in cache)
     want = windowed_reference(
-        model, run["model_input_text"], run["model_input_audio"], context
+        model, run["model_input_text"], run["model_input_audio"], window
     )
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     text = np.argmax(np.array(model.text_logits(mx.array(want))), axis=-1)

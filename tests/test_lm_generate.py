@@ -6,7 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from moshi_mlx import accelerator
 from moshi_mlx.lm import LmConfig, LmGen, Sampler, load_lm
+from moshi_mlx.lm.generate import sample_depformer
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,29 @@ def test_compiled_depformer_gives_the_same_tokens(model):
     plain = run(LmGen(model, seed=9, compile=False), codes)
     compiled = run(LmGen(model, seed=9, compile=True), codes)
     assert plain[0] == compiled[0] and np.array_equal(plain[1], compiled[1])
+
+
+@pytest.fixture
+def compiled(monkeypatch) -> list:
+    """The functions given to mx.compile while the test runs (still compiled)."""
+    seen, compile_ = [], mx.compile
+
+    def spy(fun, *args, **kwargs):
+        seen.append(fun)
+        return compile_(fun, *args, **kwargs)
+
+    monkeypatch.setattr(mx, "compile", spy)
+    return seen
+
+
+def test_depformer_is_compiled_by_default_on_a_gpu_only(model, compiled, monkeypatch):
+    codes = user_codes(6, seed=2)
+    on_cpu = run(LmGen(model, seed=9), codes)
+    assert compiled == []
+    monkeypatch.setattr(accelerator, "on_gpu", lambda: True)
+    on_gpu = run(LmGen(model, seed=9), codes)
+    assert len(compiled) == 1 and compiled[0].func is sample_depformer
+    assert on_gpu[0] == on_cpu[0] and np.array_equal(on_gpu[1], on_cpu[1])
 
 
 @pytest.mark.parametrize("alignment,shift", [("mlx", 1), ("pytorch", 0)])

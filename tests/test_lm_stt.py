@@ -46,7 +46,7 @@ def test_stt_float32_parity(cfg, stt_fixtures, weights, golden):
         return h
 
     model.temporal = spy
-    gen = LmGen(model, Sampler(temp=0), Sampler(temp=0))
+    gen = LmGen(model, Sampler(temp=0), Sampler(temp=0), alignment="mlx")
     tokens = []
     for f in range(codes.shape[1]):
         out = gen.step(codes[:, f])

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO_ROOT
 from mlx.utils import tree_flatten
 
+from moshi_mlx import accelerator
 from moshi_mlx.errors import WeightsError
 from moshi_mlx.lm import LmConfig, LmGen, Sampler, load_lm
 from moshi_mlx.lm.loading import quantization_of
@@ -160,6 +161,33 @@ def test_bits_and_group_are_read_from_the_tensors(lm_fixtures):
     del q8["text_emb.biases"]
     with pytest.raises(WeightsError, match="q8: text_emb.scales does not belong"):
         infer_quantization(q8, float_shapes, "q8")
+
+
+@pytest.mark.parametrize("gpu,scales", [(False, mx.float32), (True, mx.bfloat16)])
+@pytest.mark.parametrize(
+    "published,bits,group",
+    [("model.q8.safetensors", 8, 64), ("model.q4.safetensors", 4, 32)],
+)
+def test_scales_dtype_follows_the_device(
+    cfg, lm_fixtures, monkeypatch, gpu, scales, published, bits, group
+):
+    """bf16 compute: quantization scales and biases stay bf16 on a GPU and become
+    float32 on the CPU, holding the file's values, read or quantized on load."""
+    monkeypatch.setattr(accelerator, "on_gpu", lambda: gpu)
+    stored = load_safetensors(lm_fixtures / published)
+    for model in (
+        load_lm(lm_fixtures / published, cfg),
+        load_lm(lm_fixtures / "model.safetensors", cfg, quantize=(bits, group)),
+    ):
+        params = dict(tree_flatten(model.parameters()))
+        affine = [k for k in params if k.endswith((".scales", ".biases"))]
+        assert len(affine) == 2 * 114  # every Linear and Embedding
+        for key in affine:
+            assert params[key].dtype == scales, key
+            assert mx.array_equal(params[key], stored[key].astype(scales)).item(), key
+        assert model.dtype == mx.bfloat16
+        out = model.temporal(mx.array([100]), mx.full((1, 16), 64), model.make_cache())
+        assert out.dtype == mx.bfloat16
 
 
 def test_quantized_compute_keeps_the_compute_dtype(cfg, lm_fixtures):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..checkpoints import Checkpoint
 from ..errors import WeightsError
+from ..lm.generate import DEFAULT_ALIGNMENT
 
 DEFAULT_SEED = 299792458  # Kyutai's MLX apps seed with this too
 WARMUP_FRAMES = 4  # enough for the delayed audio streams to reach Mimi's decoder
@@ -18,13 +19,19 @@ WARMUP_FRAMES = 4  # enough for the delayed audio streams to reach Mimi's decode
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """Temperature and top-k of text and audio tokens (defaults: Kyutai's PyTorch)."""
+    """How Moshi's tokens are drawn and when it hears the user (defaults: PyTorch's).
+
+    Temperature and top-k of text and audio tokens, the seed, and the user-stream
+    `alignment` of `LmGen` ("pytorch": each frame read in the step that receives
+    it; "mlx": one frame, 80 ms, later).
+    """
 
     text_temperature: float = 0.7
     text_top_k: int = 25
     audio_temperature: float = 0.8
     audio_top_k: int = 250
     seed: int = DEFAULT_SEED
+    alignment: str = DEFAULT_ALIGNMENT
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ def load_engine(
         text_sampler=Sampler(sampling.text_temperature, sampling.text_top_k),
         audio_sampler=Sampler(sampling.audio_temperature, sampling.audio_top_k),
         seed=sampling.seed,
+        alignment=sampling.alignment,
     )
     return MoshiEngine(
         MimiStream(mimi),

@@ -20,7 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from ..errors import WeightsError
-from ..lm import Lm, LmConfig, LmGen
+from ..lm import DEFAULT_ALIGNMENT, Lm, LmConfig, LmGen
 from ..lm.loading import is_pytorch_naming, pytorch_to_mlx, sanitize
 from ..mimi import Mimi, MimiConfig, load_mimi
 from ..quantization import (
@@ -224,11 +224,14 @@ def record_run(
     text_pick: Pick,
     audio_pick: Pick,
     seed: int = 0,
+    alignment: str = DEFAULT_ALIGNMENT,
     on_frame: Callable[[int, int], None] | None = None,
 ) -> tuple[LogitRecorder, LogitRecorder]:
     """Step LmGen over `user_codes` (frames, U), recording the text and audio logits."""
     text, audio = LogitRecorder(text_pick), LogitRecorder(audio_pick)
-    gen = LmGen(model, text, audio, seed=seed)
+    # never compiled (as it would be on a GPU): the recorders keep arrays from inside
+    # the depformer, and a replay's next token would be frozen into the trace
+    gen = LmGen(model, text, audio, seed=seed, alignment=alignment, compile=False)
     for i, codes in enumerate(user_codes):
         out = gen.step(mx.array(codes))
         mx.eval(

@@ -19,6 +19,7 @@ from typing import Protocol
 import mlx.core as mx
 import numpy as np
 
+from .. import accelerator
 from ..app.engine import SamplingSettings
 from ..checkpoints import WeightRequest
 from ..errors import ConfigError
@@ -125,6 +126,7 @@ def reference_run(
         user_codes,
         *_samplers(sampling),
         seed=sampling.seed,
+        alignment=sampling.alignment,
         on_frame=lambda done, total: progress.frames("reference (float)", done, total),
     )
     dep_q = source.config.dep_q
@@ -144,7 +146,9 @@ def time_lm_steps(
     progress: Progress,
 ) -> np.ndarray:
     """ms of each free-running LmGen step (temporal, text head, depformer)."""
-    gen = LmGen(model, *_samplers(sampling), seed=sampling.seed)
+    gen = LmGen(
+        model, *_samplers(sampling), seed=sampling.seed, alignment=sampling.alignment
+    )
     for codes in user_codes[:warmup]:
         gen.step(mx.array(codes))
         mx.synchronize()
@@ -217,6 +221,7 @@ def measure_level(
         user_codes,
         replay(reference.text_tokens),
         replay(reference.audio_tokens),
+        alignment=sampling.alignment,
         on_frame=lambda done, total: progress.frames(
             "teacher-forced replay", done, total
         ),
@@ -373,7 +378,7 @@ def notes(sources: Sources, cfg: LmConfig, looped: bool) -> list[str]:
             "missing layers x measured per-layer time, weights + missing layers x one "
             "layer's bytes"
         )
-    if mx.default_device().type == mx.DeviceType.cpu:
+    if not accelerator.on_gpu():
         out.append(
             "on a CPU, MLX's quantized matmul is slower than its bf16 matmul (a "
             "platform fact: somewhat slower with the float32 scales used here, many "

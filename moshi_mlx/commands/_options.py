@@ -1,4 +1,4 @@
-"""Flags shared by the commands: Moshi's weights, dtype and sampling; Mimi, --offline."""
+"""Shared flags: Moshi's weights, dtype, sampling and alignment; Mimi; --offline."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..checkpoints import (
     VOICES,
     WeightRequest,
 )
+from ..lm.generate import ALIGNMENTS, DEFAULT_ALIGNMENT
 
 FlagGroup = argparse.ArgumentParser | argparse._ArgumentGroup  # where flags are added
 
@@ -22,6 +23,7 @@ def add_moshi_options(parser: argparse.ArgumentParser) -> None:
     """Add the weight and sampling flag groups of the commands that run Moshi."""
     _add_weight_options(parser)
     _add_sampling_options(parser)
+    _add_alignment_option(parser)
 
 
 def add_mimi_options(group: FlagGroup, weight_help: str) -> None:
@@ -134,6 +136,18 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_alignment_option(parser: argparse.ArgumentParser) -> None:
+    """Add --alignment: in which step Moshi reads each frame of the user's audio."""
+    parser.add_argument(
+        "--alignment",
+        choices=ALIGNMENTS,
+        default=DEFAULT_ALIGNMENT,
+        help="when Moshi hears your audio: pytorch reads each 80 ms frame in the step "
+        "that receives it (Kyutai's PyTorch server; the paper's 160 ms); mlx one frame "
+        f"later (Kyutai's MLX code, 80 ms more) (default {DEFAULT_ALIGNMENT})",
+    )
+
+
 def weight_request(args: argparse.Namespace) -> WeightRequest:
     """The WeightRequest described by the weight flags."""
     return WeightRequest(
@@ -152,11 +166,12 @@ def weight_request(args: argparse.Namespace) -> WeightRequest:
 
 
 def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
-    """The SamplingSettings described by the sampling flags."""
+    """The SamplingSettings described by the sampling flags and --alignment."""
     return SamplingSettings(
         text_temperature=args.text_temperature,
         text_top_k=args.text_top_k,
         audio_temperature=args.audio_temperature,
         audio_top_k=args.audio_top_k,
         seed=args.seed,
+        alignment=args.alignment,
     )

@@ -17,7 +17,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_LEVELS),
         metavar="LEVEL",
-        help=f"levels to compare: {', '.join(NAMED_LEVELS)} or qBITSgGROUP "
+        help="levels to compare, separated by spaces or commas: "
+        f"{', '.join(NAMED_LEVELS)} or qBITSgGROUP "
         f"(default: {' '.join(DEFAULT_LEVELS)})",
     )
     parser.add_argument(
@@ -64,6 +65,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add_moshi_options(parser)
 
 
+def split_levels(values: list[str]) -> tuple[str, ...]:
+    """The level names of --levels words, each word one name or several with commas."""
+    from ..errors import ConfigError
+
+    levels = tuple(name.strip() for word in values for name in word.split(","))
+    levels = tuple(name for name in levels if name)
+    if not levels:
+        raise ConfigError("--levels: no level given")
+    return levels
+
+
 def register(subparsers) -> None:
     """Add the `bench` command."""
     parser = subparsers.add_parser(
@@ -80,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import BenchOptions, bench
 
     options = BenchOptions(
-        levels=tuple(args.levels),
+        levels=split_levels(args.levels),
         layers=args.layers,
         frames=args.frames,
         warmup=args.warmup,

@@ -1,21 +1,27 @@
 """Streaming generation: one 80 ms frame per `LmGen.step`, with the per-codebook delays.
 
-Stream alignment (default "mlx") follows Kyutai's MLX `LmGen`, which the fixtures
-pin. At step t the temporal transformer reads the text token sampled at t - 1
-and, for audio stream s with delay d_s, frame t - 1 - d_s (the audio padding id
-`card` while that frame is negative). Streams 0..dep_q-1 read Moshi's own
-tokens, the rest the user's codes given to `step`. The depformer token of
-codebook k produced at step t belongs to frame t - d_k, so Moshi's frame t - D
-(D = the largest of those delays) is complete after step t.
+At step t the temporal transformer reads the text token sampled at t - 1 and,
+for each of Moshi's own streams s with delay d_s, frame t - 1 - d_s of its own
+tokens (the audio padding id `card` while that frame is negative). The
+depformer token of codebook k produced at step t belongs to frame t - d_k, so
+Moshi's frame t - D (D = the largest of those delays) is complete after step t.
 
-Alignment "pytorch" is Kyutai's PyTorch `LMGen` convention for the user's
-streams only: frame t - d_s at step t (one frame, 80 ms, earlier), with the
-padding id wherever t <= d_s, so the user's very first frame is never read.
-Moshi's own streams are the same in both.
+The user's streams (the codes given to `step`) follow one of two alignments:
+
+- "pytorch" (the default), Kyutai's PyTorch `LMGen`, behind their server: user
+  stream s reads frame t - d_s at step t, with the padding id wherever
+  t <= d_s (so the user's very first frame is never read). The frame just
+  captured goes into the step that consumes it: a sound can shape Moshi's frame
+  complete one step later, the paper's 160 ms (80 ms frame + 80 ms acoustic
+  delay). The temporal attention sees `context` positions, the current one
+  included.
+- "mlx", Kyutai's MLX `LmGen`: frame t - 1 - d_s, one frame (80 ms) later, and
+  an attention window of the current position plus the previous `context`.
+  Kyutai's MLX goldens (and the STT's) pin this one.
 
 History lives in two small device windows (D + 1 steps of Moshi tokens, max
-user delay + 1 user frames), so a conversation may run for any number of steps;
-the temporal KV cache is a ring of `context + 1` positions.
+user delay + 1 user frames) and the temporal KV ring of `attention_window`
+positions, so a conversation may run for any number of steps.
 """
 
 from __future__ import annotations
@@ -27,10 +33,21 @@ from functools import partial
 import mlx.core as mx
 import numpy as np
 
+from .. import accelerator
 from .model import Lm
 from .sampling import Sampler
 
-ALIGNMENTS = ("mlx", "pytorch")
+ALIGNMENTS = ("pytorch", "mlx")
+DEFAULT_ALIGNMENT = "pytorch"
+
+
+def attention_window(context: int, alignment: str) -> int:
+    """Positions the temporal attention sees at a step under `alignment`.
+
+    PyTorch keeps the keys with (query position - key position) < context;
+    Kyutai's MLX code keeps the current position plus the previous `context`.
+    """
+    return context if alignment == "pytorch" else context + 1
 
 
 @dataclass
@@ -57,8 +74,9 @@ class LmGen:
         text_sampler / audio_sampler: how text and Moshi's audio tokens are drawn
             (defaults: temp 0.7 / top-k 25 and temp 0.8 / top-k 250).
         seed: seeds the sampling keys for reproducible runs (None: a random seed).
-        alignment: "mlx" (default, as the MLX reference) or "pytorch" (user codes
-            read one frame earlier; see the module docstring).
+        alignment: "pytorch" (default: the user's frame read in the step that
+            receives it, as Kyutai's PyTorch server) or "mlx" (one frame later, as
+            Kyutai's MLX code); see the module docstring.
         compile: trace the depformer frame (dep_q small slices) once with
             `mx.compile`. None picks it on GPUs, where it saves many small kernel
             launches; on the CPU it measured slower for the 7B model.
@@ -70,7 +88,7 @@ class LmGen:
         text_sampler: Sampler | None = None,
         audio_sampler: Sampler | None = None,
         seed: int | None = None,
-        alignment: str = "mlx",
+        alignment: str = DEFAULT_ALIGNMENT,
         compile: bool | None = None,
     ):
         if alignment not in ALIGNMENTS:
@@ -92,9 +110,9 @@ class LmGen:
         self._out_rows = mx.array(self._out_delay - own_delays)
         self._user_rows = mx.array(user_delays)
         self._user_cols = mx.arange(cfg.user_codebooks)
-        self._cache = model.make_cache(1)
+        self._cache = model.make_cache(1, attention_window(cfg.context, alignment))
         if compile is None:
-            compile = mx.default_device().type == mx.DeviceType.gpu
+            compile = accelerator.on_gpu()
         # a plain function of (h, text, key), holding no reference to self
         frame = partial(sample_depformer, model, self.audio_sampler)
         self._depformer = mx.compile(frame) if compile else frame

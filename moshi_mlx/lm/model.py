@@ -166,9 +166,14 @@ class Lm(nn.Module):
         """Compute dtype (that of the norm weights, which are never quantized)."""
         return self.out_norm.weight.dtype
 
-    def make_cache(self, batch: int = 1) -> list[KVCache]:
-        """Temporal KV rings: the current position plus the previous `context` ones."""
-        return self.transformer.make_cache(batch, self.cfg.context + 1, self.dtype)
+    def make_cache(self, batch: int = 1, window: int | None = None) -> list[KVCache]:
+        """Temporal KV rings of `window` positions, the current one included.
+
+        The default, `context + 1` (the current position plus the previous
+        `context`), is Kyutai's MLX window; `LmGen` picks the one of its alignment.
+        """
+        window = self.cfg.context + 1 if window is None else window
+        return self.transformer.make_cache(batch, window, self.dtype)
 
     def temporal(
         self, text: mx.array, audio: mx.array, cache: list[KVCache]

@@ -21,6 +21,9 @@ from ..text import Tokenizer, WordAssembler
 
 END_SILENCE_S = 1.0  # silence after the delay that the reference appends to a file
 WARMUP_FRAMES = 4
+# Kyutai's STT reference (their moshi_mlx, which the STT goldens and word times
+# pin) reads frame f at step f + 1: the MLX alignment, not Moshi's default
+STT_ALIGNMENT = "mlx"
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ class SttStream:
         so a caller that skips frames keeps the times right.
         """
         if self._gen is None:
-            self._gen = LmGen(self.model, text_sampler=self._sampler, seed=0)
+            self._gen = LmGen(
+                self.model, text_sampler=self._sampler, seed=0, alignment=STT_ALIGNMENT
+            )
         frame = self.steps if frame is None else frame
         codes = mx.array(codes, dtype=mx.int32).reshape(-1)[: self.codebooks]  # (n_q,)
         token = self._gen.step(codes).text_token
@@ -155,7 +160,7 @@ def benchmark_step(model: Lm, seed: int = 0) -> Callable[[], mx.array]:
     `moshi_mlx.benchmark.measure.time_steps(benchmark_step(model.lm), 100)`.
     """
     cfg = model.cfg
-    gen = LmGen(model, text_sampler=Sampler(0.0), seed=seed)
+    gen = LmGen(model, text_sampler=Sampler(0.0), seed=seed, alignment=STT_ALIGNMENT)
     codes = mx.random.randint(0, cfg.card, (cfg.n_q,), key=mx.random.key(seed)).astype(
         mx.int32
     )
