@@ -60,7 +60,7 @@ from .devices import (
 from .ring_buffer import RingBuffer
 
 DEVICE_PERIOD_S = 0.01  # samples per callback: small, whatever the model's frame
-CUSHION_BOUNDS_S = (0.01, 0.1)  # the speaker cushion's target stays within these
+CUSHION_BOUNDS_S = (0.01, 0.3)  # the speaker cushion's target stays within these
 CALLBACK_LOG = 128  # microphone callbacks remembered (time, samples): 1.28 s
 QUIET_PEAK = 0.01  # a frame peaking below this (-40 dBFS) is trimmed inaudibly
 TIMING_WINDOW = 125  # frames (10 s) behind the timing figures in `stats`
