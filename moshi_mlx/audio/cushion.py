@@ -46,6 +46,22 @@ EXCESS_FRAMES = 25  # 2 s beyond the target before the excess is trimmed
 PATIENCE_FRAMES = 75  # after 6 s beyond it, skipped even if no frame was quiet
 
 
+def cushion_target(
+    lateness_s, period: int, rate: int, minimum: int, maximum: int, burst: int = 0
+) -> tuple[int, int]:
+    """(target, jitter) in samples for these latenesses (seconds), before growth.
+
+    The formula of the module docstring; also what `cli.py latency` expects for a
+    model whose step times it measured.
+    """
+    jitter = 0
+    if len(lateness_s):
+        late = np.asarray(lateness_s, dtype=np.float64)
+        jitter = round((np.percentile(late, JITTER_QUANTILE) - np.median(late)) * rate)
+    base = period + jitter + burst + round(MARGIN_S * rate)
+    return int(min(maximum, max(minimum, base))), jitter
+
+
 @dataclass(frozen=True)
 class CushionPlan:
     """For one frame written: silence before it, samples dropped from its start, or
@@ -153,13 +169,10 @@ class OutputCushion:
             if self._steady >= STEADY_FRAMES and self.growth:
                 self.growth = max(0, self.growth - self.period)
                 self._steady = 0
-        if self._lateness:
-            late = np.array(self._lateness)
-            spread = np.percentile(late, JITTER_QUANTILE) - np.median(late)
-            self.jitter = round(spread * self.rate)
         self.burst = max(self._deviations) - min(self._deviations)
-        margin = round(MARGIN_S * self.rate)
-        base = self.period + self.jitter + self.burst + margin
+        base, self.jitter = cushion_target(
+            self._lateness, self.period, self.rate, 0, self.maximum, self.burst
+        )
         self.target = self._bounded(base + self.growth)
 
     def _bounded(self, samples: int) -> int:

@@ -26,6 +26,20 @@ def add_moshi_options(parser: argparse.ArgumentParser) -> None:
     _add_alignment_option(parser)
 
 
+def add_device_options(group: FlagGroup) -> None:
+    """Add --input-device and --output-device."""
+    group.add_argument(
+        "--input-device",
+        metavar="DEVICE",
+        help="microphone: index or part of the name (see `cli.py devices`)",
+    )
+    group.add_argument(
+        "--output-device",
+        metavar="DEVICE",
+        help="speaker: index or part of the name (see `cli.py devices`)",
+    )
+
+
 def add_mimi_options(group: FlagGroup, weight_help: str) -> None:
     """Add --mimi-weight (described by `weight_help`) and --mimi-config."""
     group.add_argument("--mimi-weight", type=Path, metavar="FILE", help=weight_help)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._options import add_moshi_options, sampling_settings, weight_request
+from ._options import (
+    add_device_options,
+    add_moshi_options,
+    sampling_settings,
+    weight_request,
+)
 from ._stt_options import add_stt_options, stt_flags_given, stt_request
 
 
@@ -17,16 +22,7 @@ def register(subparsers) -> None:
         description=__doc__,
     )
     audio = parser.add_argument_group("audio")
-    audio.add_argument(
-        "--input-device",
-        metavar="DEVICE",
-        help="microphone: index or part of the name (see `cli.py devices`)",
-    )
-    audio.add_argument(
-        "--output-device",
-        metavar="DEVICE",
-        help="speaker: index or part of the name (see `cli.py devices`)",
-    )
+    add_device_options(audio)
     audio.add_argument(
         "--record",
         type=Path,
