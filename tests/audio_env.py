@@ -70,6 +70,54 @@ def virtual_audio_env() -> dict[str, str]:
     return env
 
 
+def pactl(env: dict[str, str], *args: str) -> str:
+    """Run pactl on the devices' server; its output (the test fails if it fails)."""
+    result = subprocess.run(
+        ["pactl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 0, f"pactl {' '.join(args)}: {result.stderr.strip()}"
+    return result.stdout.strip()
+
+
+@contextmanager
+def cable(env: dict[str, str], name: str, volume_db: float | None = None):
+    """A private null sink that is both the app's speaker and its microphone (an
+    output-to-input cable, or a room with `volume_db`); yields the app's env."""
+    module = pactl(
+        env,
+        "load-module",
+        "module-null-sink",
+        f"sink_name={name}",
+        f"rate={RATE}",
+        "channels=1",
+        "norewinds=1",  # a rewind re-sends audio to the monitor: the delay would jump
+    )
+    keepalive = None
+    try:
+        if volume_db is not None:
+            pactl(env, "set-sink-volume", name, f"{volume_db}dB")
+        # A reader on the sink keeps it rendering in small blocks (see
+        # virtual-audio.md: an idle null sink stalls a stream opened on it).
+        keepalive = subprocess.Popen(
+            ["parec", "--latency-msec=20", f"--device={name}.monitor"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        yield {**env, "PULSE_SINK": name, "PULSE_SOURCE": f"{name}.monitor"}
+    finally:
+        if keepalive is not None:
+            keepalive.terminate()
+            keepalive.wait(timeout=10)
+        subprocess.run(
+            ["pactl", "unload-module", module], env=env, timeout=20, check=False
+        )
+
+
 def noise_signal(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
     """Band-limited noise at about -16 dBFS: a sharp, unambiguous correlation peak."""
     rng = np.random.default_rng(seed)

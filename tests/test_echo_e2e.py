@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio_env import align, virtual_audio_env, write_wav
+from audio_env import align, cable, virtual_audio_env, write_wav
 from echo_scenes import SAMPLE_RATE, coherent_level_db, level_db, speech_like
 
 pytestmark = pytest.mark.audio
@@ -67,53 +67,12 @@ class EchoRoom:
         )
 
 
-def pactl(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        ["pactl", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert result.returncode == 0, f"pactl {' '.join(args)}: {result.stderr.strip()}"
-    return result.stdout.strip()
-
-
 @pytest.fixture
 def echo_room():
     env = virtual_audio_env()
     sink = f"echo{os.getpid()}_room"
-    module = None
-    keepalive = None
-    try:
-        module = pactl(
-            env,
-            "load-module",
-            "module-null-sink",
-            f"sink_name={sink}",
-            f"rate={SAMPLE_RATE}",
-            "channels=1",
-            "norewinds=1",  # a rewind re-sends audio to the monitor: the delay would jump
-        )
-        pactl(env, "set-sink-volume", sink, f"{ECHO_GAIN_DB}dB")
-        # A reader on the room keeps the null sink rendering in small blocks (see
-        # virtual-audio.md: an idle null sink stalls a stream opened on it).
-        keepalive = subprocess.Popen(
-            ["parec", "--latency-msec=20", f"--device={sink}.monitor"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        app_env = {**env, "PULSE_SINK": sink, "PULSE_SOURCE": f"{sink}.monitor"}
+    with cable(env, sink, volume_db=ECHO_GAIN_DB) as app_env:
         yield EchoRoom(app_env, env, sink)
-    finally:
-        if keepalive is not None:
-            keepalive.terminate()
-            keepalive.wait(timeout=10)
-        if module is not None:
-            subprocess.run(
-                ["pactl", "unload-module", module], env=env, timeout=20, check=False
-            )
 
 
 def test_echo_cancelled_on_virtual_devices(echo_room: EchoRoom, tmp_path: Path) -> None:

@@ -165,6 +165,77 @@ def run_probe(env: dict[str, str], seconds: float, seed: int = 0) -> ProbeRun:
         return ProbeRun(data["played"], data["speaker"], data["mic"], data["bursts"])
 
 
+@dataclass(frozen=True)
+class ChatLatency:
+    """One chat measured from outside: per-burst latencies and its last status."""
+
+    latencies_s: list[float | None]
+    status: str  # the chat's last --no-ui status line
+    panel_s: float | None  # the latency its status panel showed
+    underrun_callbacks: int
+    skipped_frames: int
+
+
+def measure_chat(
+    repo: Path,
+    chat_args: list[str],
+    bus: LatencyBus,
+    seconds: float,
+    settle_s: float = 4.0,
+    start_timeout_s: float = 120.0,
+) -> ChatLatency:
+    """Run `python cli.py chat --no-ui CHAT_ARGS` of checkout `repo` on the bus,
+    probe it for `seconds` once it listens (and its voice settled), stop it."""
+    import re
+    import signal
+    import threading
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "cli.py", "chat", "--no-ui", *chat_args],
+        cwd=repo,
+        env=bus.app_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("listening"):
+                listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if not listening.wait(start_timeout_s):
+            raise RuntimeError(f"the chat did not start: {process.stderr.read()}")
+        time.sleep(settle_s)
+        run = run_probe(bus.probe_env, seconds)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(timeout=5)
+    if process.returncode != 0:
+        raise RuntimeError(f"the chat failed ({process.returncode}): {stderr}")
+    status = [line for line in lines if line.startswith("status ")][-1]
+    panel = re.search(r"latency ≈ (\d+) ms mic → speaker", status)
+    counts = re.search(r"overflows \d+ frames · (\d+) \(", status)
+    skipped = re.search(r"skipped \(late\) (\d+) frames", status)
+    return ChatLatency(
+        latencies(run),
+        status,
+        None if panel is None else float(panel[1]) / 1000,
+        int(counts[1]),
+        int(skipped[1]),
+    )
+
+
 def burst_onsets(run: ProbeRun) -> list[int | None]:
     """Where each burst reached the app's microphone (sample index in the
     recording), None if it did not within MAX_WAIT_S."""
