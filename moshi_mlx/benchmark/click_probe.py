@@ -173,6 +173,7 @@ class ChatLatency:
     status: str  # the chat's last --no-ui status line
     panel_s: float | None  # the latency its status panel showed
     underrun_callbacks: int
+    underrun_s: float  # silence the speaker played for want of audio
     skipped_frames: int
 
 
@@ -225,13 +226,14 @@ def measure_chat(
         raise RuntimeError(f"the chat failed ({process.returncode}): {stderr}")
     status = [line for line in lines if line.startswith("status ")][-1]
     panel = re.search(r"latency ≈ (\d+) ms mic → speaker", status)
-    counts = re.search(r"overflows \d+ frames · (\d+) \(", status)
+    counts = re.search(r"overflows \d+ frames · (\d+) \((\d+\.\d+) s\)", status)
     skipped = re.search(r"skipped \(late\) (\d+) frames", status)
     return ChatLatency(
         latencies(run),
         status,
         None if panel is None else float(panel[1]) / 1000,
         int(counts[1]),
+        float(counts[2]),
         int(skipped[1]),
     )
 
