@@ -62,6 +62,24 @@ def chat_flags(weight: Path, aec: str, extra: list[str]) -> list[str]:
     ]
 
 
+def measured(repo: Path, flags: list[str], seconds: float, busy: int):
+    """One chat measured under `busy` burners; tried twice (a stream that fails to
+    start on a loaded machine is retried once)."""
+    for attempt in (1, 2):
+        load = [burner(seconds + SETTLE_S + START_S) for _ in range(busy)]
+        try:
+            with latency_bus(dict(os.environ), f"bench{os.getpid()}") as bus:
+                return measure_chat(repo, flags, bus, seconds, SETTLE_S)
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise
+            print(f"retrying: {exc}", file=sys.stderr)
+        finally:
+            for process in load:
+                process.kill()
+                process.wait()
+
+
 def summary(latencies: list[float | None]) -> dict:
     ok = [x for x in latencies if x is not None]
     return {
