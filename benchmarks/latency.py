@@ -5,7 +5,10 @@ talks on the virtual devices; a separate probe process plays noise bursts into i
 microphone and records its speaker on one sound-server clock
 (moshi_mlx.benchmark.click_probe): latency = burst at the mic → first change at the
 speaker. Background load: processes that spin for the run's length and stop by
-themselves. Needs the virtual devices and PULSE_SERVER:
+themselves. First, the same probe on the copying Moshi alone (this checkout's code, no
+devices, no step time) gives the floor of the measurement: the answer delay and how
+late the fixture Mimi's semantic code reacts to a sound. Needs the virtual devices
+and PULSE_SERVER:
 
     eval "$(bash tests/virtual_audio.sh start)"
     uv run python benchmarks/latency.py --busy 0 1 2 --aec off on
@@ -27,9 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from moshi_mlx.benchmark.click_probe import latency_bus, measure_chat
+from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.benchmark.click_probe import (
+    ideal_run,
+    latencies,
+    latency_bus,
+    measure_chat,
+)
 from moshi_mlx.benchmark.copy_moshi import write_copy_moshi
 from moshi_mlx.benchmark.report import print_table, write_json
+from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -80,6 +90,22 @@ def measured(repo: Path, flags: list[str], seconds: float, busy: int):
                 process.wait()
 
 
+def floor(weight: Path, seconds: float) -> dict:
+    """The probe's figures on the copying Moshi with no devices and no step time."""
+    lm, mimi = FIXTURES / "lm", FIXTURES / "mimi"
+    request = WeightRequest(
+        moshi_weight=weight,
+        lm_config=lm / "config.json",
+        tokenizer=lm / "tokenizer.model",
+        mimi_weight=mimi / "mimi_small.safetensors",
+        mimi_config=mimi / "mimi_small.json",
+        offline=True,
+    )
+    engine = load_engine(resolve_checkpoint(request), SamplingSettings())
+    run, _ = ideal_run(engine, seconds)
+    return summary(latencies(run))
+
+
 def summary(latencies: list[float | None]) -> dict:
     ok = [x for x in latencies if x is not None]
     return {
@@ -110,6 +136,7 @@ def main() -> None:
         weight = write_copy_moshi(
             FIXTURES / "lm" / "config.json", Path(tmp) / "copy.safetensors"
         )
+        ideal = floor(weight, args.seconds)
         for busy in args.busy:
             for aec in args.aec:
                 for run in range(args.runs):
@@ -174,11 +201,16 @@ def main() -> None:
         ],
         rows,
     )
+    print(
+        f"floor (the copying Moshi alone, no devices, no step time): p50 "
+        f"{ideal['p50_ms']:.0f} ms, p95 {ideal['p95_ms']:.0f} ms"
+    )
     write_json(
         args.out,
         {
             "command": " ".join(["uv run python benchmarks/latency.py", *sys.argv[1:]]),
             "repo": str(args.repo),
+            "floor": ideal,
             "results": results,
         },
     )

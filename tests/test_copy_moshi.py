@@ -46,20 +46,11 @@ def test_a_click_changes_the_voice_from_its_answer_frame_on(copy_engine):
     """Zero device latency: the answer to mic frame f is played from frame f + 2.
     The probe finds the first change at or a little after the first frame whose
     semantic code changed, and nothing before."""
-    copy_engine.reset()
-    played, bursts = click_probe.probe_signal(13.0, seed=3)
-    steps = [
-        copy_engine.step(played[i * FRAME : (i + 1) * FRAME])
-        for i in range(played.size // FRAME)
-    ]
-    speaker = np.zeros_like(played)
-    for step, result in enumerate(steps[:-1]):
-        speaker[(step + 1) * FRAME : (step + 2) * FRAME] = result.pcm
-    run = click_probe.ProbeRun(played, speaker, played, bursts)
+    run, steps = click_probe.ideal_run(copy_engine, 13.0, seed=3)
     codes = np.array([s.user_codes[0] for s in steps])
     latencies = click_probe.latencies(run)
     assert len(latencies) >= 3 and None not in latencies
-    for burst, latency in zip(bursts, latencies, strict=True):
+    for burst, latency in zip(run.bursts, latencies, strict=True):
         frame = burst // FRAME
         changed = next(
             f for f in range(frame, frame + 4) if codes[f] != codes[frame - 1]

@@ -154,8 +154,9 @@ def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: in
         return None
     from ..audio.echo import EchoCanceller, reference_delay_for
 
-    # Mic frame k and played frame k share a device period, so the echo of a played
-    # frame reaches the mic about the two device latencies later.
+    # The played reference of a mic frame is what the speaker had been handed by the
+    # time that frame was complete, so its echo reaches the mic about the two device
+    # latencies later.
     latency = (audio_stats.get("input_latency_s") or 0.0) + (
         audio_stats.get("output_latency_s") or 0.0
     )

@@ -26,8 +26,8 @@ MAX_BACKLOG_FRAMES = 2  # more mic frames than this waiting → drop all but the
 READ_TIMEOUT_S = 0.1
 
 # A mic-frame preprocessing step run on the worker before Moshi hears the frame: takes
-# the mic frame and the frame the speaker played during the same device period (the far
-# end, None if unknown) and returns the cleaned mic frame. Echo cancellation plugs in.
+# the mic frame and what the speaker was handed meanwhile (the far end, about a frame,
+# None if unknown) and returns the cleaned mic frame. Echo cancellation plugs in.
 MicFilter = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 

@@ -72,6 +72,20 @@ def probe_signal(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     return signal, np.array(starts, dtype=np.int64)
 
 
+def ideal_run(engine, seconds: float, seed: int = 0) -> tuple[ProbeRun, list]:
+    """The probe through `engine` (a MoshiEngine) with no devices and no step time
+    (the answer to mic frame f plays from the end of frame f + 1 on), and the
+    engine's StepResults."""
+    played, bursts = probe_signal(seconds, seed)
+    engine.reset()
+    speaker = np.zeros_like(played)
+    steps = []
+    for step in range(played.size // FRAME - 1):
+        steps.append(engine.step(played[step * FRAME : (step + 1) * FRAME]))
+        speaker[(step + 1) * FRAME : (step + 2) * FRAME] = steps[-1].pcm
+    return ProbeRun(played, speaker, played, bursts), steps
+
+
 @dataclass(frozen=True)
 class LatencyBus:
     """PulseAudio environments of the app and of the probe on a latency bus."""
