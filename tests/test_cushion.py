@@ -16,6 +16,13 @@ def make(minimum=PERIOD, maximum=RATE // 5) -> OutputCushion:
     return OutputCushion(PERIOD, RATE, minimum, maximum)
 
 
+def settled(cushion: OutputCushion, lateness: float = 0.02) -> OutputCushion:
+    """Past the start, where the target is at least START_S: steady 20 ms steps."""
+    for _ in range(cushion_module.START_FRAMES + 1):  # the last one on the new target
+        cushion.plan(cushion.target, lateness, FRAME)
+    return cushion
+
+
 def steady(cushion: OutputCushion, lateness: list[float], start_queue: int) -> list:
     """Writes in real time: each frame finds what the speaker left of the last."""
     plans, queued = [], start_queue
@@ -46,14 +53,12 @@ def test_the_formula_is_bounded():
 
 
 def test_a_dry_queue_is_refilled_to_the_target_phased_by_lateness():
-    cushion = make()
-    for _ in range(10):  # usual lateness 20 ms, no jitter: target a period + margin
-        cushion.plan(cushion.target, 0.020, FRAME)
+    cushion = settled(make(minimum=4 * PERIOD))  # a 40 ms target
     target = cushion.target
+    assert target == 4 * PERIOD
     assert cushion.plan(0, 0.020, FRAME) == CushionPlan(pad=target)
     # a frame 5 ms later than usual: the following ones will be 5 ms earlier
-    plan = cushion.plan(0, 0.025, FRAME)
-    assert plan == CushionPlan(pad=cushion.target - 120)  # (its jitter counts too)
+    assert cushion.plan(0, 0.025, FRAME) == CushionPlan(pad=target - 120)
     # very late: at least a period is queued
     assert cushion.plan(0, 0.500, FRAME) == CushionPlan(pad=PERIOD)
     plan = cushion.plan(100, 0.020, FRAME)
@@ -61,8 +66,7 @@ def test_a_dry_queue_is_refilled_to_the_target_phased_by_lateness():
 
 
 def test_underruns_grow_the_target_and_steady_time_shrinks_it(monkeypatch):
-    cushion = make()
-    cushion.plan(PERIOD * 2, 0.02, FRAME)
+    cushion = settled(make())
     base = cushion.target
     for underruns in (3, 3, 7, 9):  # three writes found new underruns
         cushion.plan(0, 0.02, FRAME, underruns=underruns)
@@ -84,9 +88,7 @@ def test_growth_stops_at_the_maximum():
 
 
 def test_late_audio_after_a_stall_is_skipped_down_to_the_target():
-    cushion = make()
-    for _ in range(20):
-        cushion.plan(cushion.target, 0.02, FRAME)
+    cushion = settled(make())
     target = cushion.target
     # the loop caught up: two frames more than usual are queued
     assert cushion.plan(target + 2 * FRAME, 0.02, FRAME) == CushionPlan(skip=2 * FRAME)
@@ -103,9 +105,7 @@ def test_late_audio_after_a_stall_is_skipped_down_to_the_target():
 
 @pytest.mark.parametrize("quiet", [True, False])
 def test_a_lasting_small_excess_is_trimmed(quiet):
-    cushion = make()
-    for _ in range(20):
-        cushion.plan(cushion.target, 0.02, FRAME)
+    cushion = settled(make())
     excess = 3 * PERIOD  # the cushion was larger before; now a period is enough
     queued = cushion.target + excess
     waited = cushion_module.EXCESS_FRAMES if quiet else cushion_module.PATIENCE_FRAMES
@@ -119,16 +119,18 @@ def test_a_lasting_small_excess_is_trimmed(quiet):
 def test_resampler_bursts_widen_the_cushion():
     cushion = make()
     # a resampler that delivers frames 100 samples short, then 100 long, in turn
-    for k in range(20):
+    for k in range(2 * cushion_module.START_FRAMES):
         cushion.plan(cushion.target, 0.02, FRAME, deviation=-100 * (k % 2))
     assert cushion.burst == 100
     assert cushion.target == PERIOD + 100 + MARGIN
 
 
-def test_steady_writes_keep_the_queue_and_change_nothing():
+def test_the_start_is_cautious_then_steady_writes_change_nothing():
     cushion = make()
+    assert cushion.plan(0, 0.02, FRAME).pad == round(cushion_module.START_S * RATE)
+    cushion = settled(make())
     plans = steady(cushion, [0.02] * 50, 0)
-    assert plans[0].pad == cushion.target
+    assert plans[0].pad == cushion.target == PERIOD + MARGIN
     assert all(plan == CushionPlan() for plan in plans[1:])
 
 

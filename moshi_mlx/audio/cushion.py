@@ -12,7 +12,8 @@ comes later. As in WebRTC's NetEQ, its target follows measurements:
               + the output resampler's unevenness + 2 ms + growth, bounded
 
 Each write that finds new underruns adds a device period of growth (counted); 10 s
-without one takes a period back. `plan` then holds every frame to
+without one takes a period back. Until 2 s of steps have been measured (the first
+steps after the streams open are the least regular) the target is at least 40 ms. `plan` then holds every frame to
 
     lateness + queued = median lateness + cushion:
 
@@ -44,6 +45,8 @@ STEADY_FRAMES = 125  # 10 s without an underrun gives one period of growth back
 LATE_FRAMES = 3  # writes over half a frame late in a row before they are skipped
 EXCESS_FRAMES = 25  # 2 s beyond the target before the excess is trimmed
 PATIENCE_FRAMES = 75  # after 6 s beyond it, skipped even if no frame was quiet
+START_FRAMES = 25  # steps measured before the jitter alone sizes the target
+START_S = 0.04  # the least target until then
 
 
 def cushion_target(
@@ -173,6 +176,8 @@ class OutputCushion:
         base, self.jitter = cushion_target(
             self._lateness, self.period, self.rate, 0, self.maximum, self.burst
         )
+        if len(self._lateness) < START_FRAMES:
+            base = max(base, round(START_S * self.rate))
         self.target = self._bounded(base + self.growth)
 
     def _bounded(self, samples: int) -> int:
