@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +43,9 @@ class BenchOptions:
 
 
 def default_clip() -> Path:
-    """The Mimi fixtures' speech clip (../shared beside the repo, or $MOSHI_SHARED)."""
-    shared = Path(
-        os.environ.get(
-            "MOSHI_SHARED", Path(__file__).resolve().parents[2].parent / "shared"
-        )
-    )
-    return shared / "fixtures" / "mimi" / "mimi_small_ref.safetensors"
+    """The Mimi fixtures' speech clip, in the checkout's tests/fixtures."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo / "tests" / "fixtures" / "mimi" / "mimi_small_ref.safetensors"
 
 
 def read_clip(path: Path | None, sample_rate: int) -> tuple[np.ndarray, str]:
