@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, WeightsError
+from .system_memory import available_memory
 from .weights import hub_connection_error, hub_file
 
 VOICES = ("moshiko", "moshika")
@@ -399,24 +399,3 @@ def check_memory(
 
 def _size(n: float) -> str:
     return f"{n / GB:.1f} GB" if n >= GB else f"{n / 1e6:.0f} MB"
-
-
-def available_memory() -> int | None:
-    """Bytes the model can use now (None if unknown)."""
-    if sys.platform == "linux":
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-    import mlx.core as mx
-
-    if mx.metal.is_available():
-        info = mx.metal.device_info()
-        return int(info.get("max_recommended_working_set_size", info["memory_size"]))
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None
