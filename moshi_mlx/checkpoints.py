@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, WeightsError
-from .weights import hub_connection_error, hub_file
+from .system_memory import available_memory
+from .weights import hub_connection_error, hub_file, hub_offline, optional_hub_file
 
 VOICES = ("moshiko", "moshika")
 TOKENIZER_FILENAME = "tokenizer_spm_32k_3.model"
@@ -111,33 +110,11 @@ def _quantized_in_name(repo: str | None) -> str | None:
     return None
 
 
-def _is_offline(request: WeightRequest) -> bool:
-    return request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-
-
 def _local_file(path: Path, flag: str) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{flag} {path}: file not found")
     return path
-
-
-def _optional_hub_file(repo: str, filename: str, offline: bool) -> Path | None:
-    """A repo file that may legitimately be absent (None when absent or unreachable)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    local_only = offline or hub_connection_error() is not None
-    try:
-        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return None
-    except KeyboardInterrupt:
-        raise WeightsError(
-            f"download of {repo}/{filename} interrupted; run again to resume"
-        ) from None
-    except Exception as exc:  # unknown or gated repository, HTTP errors
-        raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
 
 
 def _read_json(path: Path, flag: str) -> dict:
@@ -172,7 +149,7 @@ def resolve_checkpoint(
     quant = quantization_for(
         request.quantized or _quantized_in_name(request.hf_repo) or DEFAULT_QUANTIZED
     )
-    offline = _is_offline(request)
+    offline = hub_offline(request.offline)
     repo = request.hf_repo or official_repo(request.voice, quant.flag)
 
     if request.lm_config is not None:
@@ -180,7 +157,7 @@ def resolve_checkpoint(
     elif request.moshi_weight is not None:
         lm_config = None
     else:
-        lm_config = _optional_hub_file(repo, REPO_CONFIG_FILENAME, offline)
+        lm_config = optional_hub_file(repo, REPO_CONFIG_FILENAME, offline)
     names = _read_json(lm_config, "--lm-config") if lm_config is not None else {}
 
     def fetch(local: Path | None, flag: str, name_key: str, default: str) -> Path:
@@ -399,24 +376,3 @@ def check_memory(
 
 def _size(n: float) -> str:
     return f"{n / GB:.1f} GB" if n >= GB else f"{n / 1e6:.0f} MB"
-
-
-def available_memory() -> int | None:
-    """Bytes the model can use now (None if unknown)."""
-    if sys.platform == "linux":
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-    import mlx.core as mx
-
-    if mx.metal.is_available():
-        info = mx.metal.device_info()
-        return int(info.get("max_recommended_working_set_size", info["memory_size"]))
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None

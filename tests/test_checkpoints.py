@@ -10,7 +10,6 @@ import wave
 from pathlib import Path
 
 import huggingface_hub
-import huggingface_hub.constants
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
@@ -71,16 +70,6 @@ def test_unknown_quantization_names_the_valid_ones():
         ConfigError, match=r"--quantized 3 is not supported; use one of 4, 8, bf16"
     ):
         quantization_for("3")
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face hub cache for this test only."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return cache
 
 
 def populate(cache: Path, repo: str, files: dict[str, Path]) -> Path:

@@ -1,4 +1,4 @@
-"""Mimi against Kyutai's PyTorch reference (../shared/fixtures/mimi), streaming vs batch, loading."""
+"""Mimi against Kyutai's PyTorch reference (tests/fixtures/mimi), streaming vs batch, loading."""
 
 from __future__ import annotations
 
