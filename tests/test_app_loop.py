@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import queue
+import re
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 from app_fakes import FRAME, FakeDuplex, ScriptedEngine, mic_frame
 from rich.console import Console
+from test_recorder import FailingDisk
 
 from moshi_mlx.app.chat import converse
 from moshi_mlx.app.loop import FrameEvent, FrameLoop, LoopStopped
-from moshi_mlx.app.recorder import JSON_NAME, WAV_NAME, Recorder
+from moshi_mlx.app.recorder import JSON_NAME, LOG_NAME, WAV_NAME, Recorder
+from moshi_mlx.app.watchdog import CallbackWatchdog
 from moshi_mlx.errors import AudioError, MoshiError
 
 
@@ -170,14 +175,17 @@ def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
     assert len(json.loads((tmp_path / JSON_NAME).read_text())["frames"]) == 20
 
 
-def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_the_conversation_cleanly(tmp_path, capsys, signum):
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all keep the whole recording."""
+    before = signal.getsignal(signum)
     audio = FakeDuplex()
     stop_feeding = threading.Event()
     feeder = threading.Thread(
         target=feed_in_real_time, args=(audio, 1000, stop_feeding)
     )
     feeder.start()
-    threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT)).start()
+    threading.Timer(0.6, os.kill, (os.getpid(), signum)).start()
     recorder = Recorder(tmp_path, 24000, FRAME)
     try:
         converse(
@@ -196,7 +204,8 @@ def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
     assert (
         sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
     )  # every frame saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert len(json.loads((tmp_path / JSON_NAME).read_text())["frames"]) == steps
+    assert signal.getsignal(signum) is before  # restored
 
 
 def test_lost_device_stops_with_one_line_and_keeps_the_recording(tmp_path):
@@ -224,6 +233,128 @@ def test_lost_device_stops_with_one_line_and_keeps_the_recording(tmp_path):
     assert message.startswith("the audio stream stopped after 00:00.")
     assert "disconnected" in message and f"recording saved in {tmp_path}" in message
     assert sf.info(str(tmp_path / WAV_NAME)).frames == len(audio.written) * FRAME
+
+
+class StallingDuplex(FakeDuplex):
+    """Counts callbacks like DuplexAudio until `stalled`; then it stays "active" but
+    its callbacks stop and no mic frame comes (CoreAudio after a device went away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = False
+        self._callbacks = 0
+
+    def read_frame(self, timeout: float = 0.0) -> np.ndarray | None:
+        if self.stalled:
+            threading.Event().wait(min(timeout, 0.01))
+            return None
+        return super().read_frame(timeout)
+
+    def stats(self) -> dict:
+        if not self.stalled:
+            self._callbacks += 1
+        return {**super().stats(), "callbacks": self._callbacks}
+
+
+def test_a_device_whose_callbacks_stop_ends_with_one_line(tmp_path):
+    audio = StallingDuplex()
+    stop_feeding = threading.Event()
+    feeder = threading.Thread(
+        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
+    )
+    feeder.start()
+    threading.Timer(0.5, setattr, (audio, "stalled", True)).start()
+    recorder = Recorder(tmp_path, 24000, FRAME)
+    try:
+        with pytest.raises(AudioError) as err:
+            converse(
+                ScriptedEngine(),
+                audio,
+                recorder,
+                ui=False,
+                console=Console(file=io.StringIO()),
+            )
+    finally:
+        stop_feeding.set()
+        feeder.join()
+    message = str(err.value)
+    assert re.match(
+        r"the audio stream stopped after 00:\d\d\.\d\d: no sound from the devices for "
+        r"1 s although the stream runs \(a device was disconnected or failed\)",
+        message,
+    )
+    assert f"recording saved in {tmp_path}" in message and "\n" not in message
+    steps = len(audio.written)
+    assert steps > 10 and sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
+
+
+def test_a_healthy_stream_is_not_taken_for_dead():
+    clock = [0.0]
+    watchdog = CallbackWatchdog(clock=lambda: clock[0])
+    for count in range(100):  # a callback every 20 ms, checked every 100 ms
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": 5 * count})
+    clock[0] += 5.0  # the process (checks and callbacks alike) did not run for 5 s
+    assert not watchdog.stalled({"callbacks": 495})
+    clock[0] += 0.1
+    assert not watchdog.stalled({"callbacks": 500})  # the callbacks came back
+    for _ in range(9):  # then really stop: under a second is not yet a stall
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": 500})
+    clock[0] += 0.2
+    assert watchdog.stalled({"callbacks": 500})
+    assert not CallbackWatchdog().stalled({})  # no callback count: never stalls
+
+
+def test_a_recording_failure_shows_at_once_and_the_chat_goes_on(tmp_path, capsys):
+    disk = FailingDisk()
+    audio = FakeDuplex()
+    stop_feeding = threading.Event()
+    feeder = threading.Thread(
+        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
+    )
+    feeder.start()
+    recorder = Recorder(tmp_path, 24000, FRAME, opener=disk)
+
+    def fail_then_quit() -> None:  # after two seconds saved, and 50 frames after that
+        while recorder.frames_saved < 24:
+            time.sleep(0.01)
+        disk.fail(LOG_NAME, errno.ENOSPC)
+        while not recorder.errors:
+            time.sleep(0.01)
+        failed_at = len(audio.written)
+        while len(audio.written) < failed_at + 50:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=fail_then_quit, daemon=True).start()
+    try:
+        with pytest.raises(MoshiError) as err:
+            converse(
+                ScriptedEngine(), audio, recorder, ui=False, console=Console(width=300)
+            )
+    finally:
+        stop_feeding.set()
+        feeder.join()
+    lines = capsys.readouterr().out.splitlines()
+    notice = next(
+        i for i, line in enumerate(lines) if line.startswith("recording: ")
+    )
+    assert lines[notice].startswith("recording: transcript.jsonl stopped after ")
+    assert lines[notice].endswith(
+        "No space left on device (the audio goes on; what was saved is kept)"
+    )
+    # the chat went on: more of Moshi's lines after the notice
+    assert any(line.startswith("moshi [") for line in lines[notice + 1 :])
+    message = str(err.value)
+    assert message.startswith("recording: transcript.jsonl stopped after ")
+    assert message.endswith(f"; recording saved in {tmp_path} "
+                            f"({recorder.seconds_saved:.1f} s)")  # fmt: skip
+    # the audio is whole; the transcript holds what was saved before the failure
+    steps = len(audio.written)
+    assert sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
+    saved = json.loads((tmp_path / JSON_NAME).read_text())["frames"]
+    assert 0 < len(saved) == recorder.frames_saved < steps
 
 
 def test_live_screen_runs_until_sigint():
