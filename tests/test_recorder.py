@@ -1,4 +1,4 @@
-"""Transcript assembly and the crash-safe recorder (WAV + transcript log always valid)."""
+"""Transcript assembly and the crash-safe recorder (WAV and transcript log valid)."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_recording_is_valid_while_it_runs_and_after_close(tmp_path):
     assert len(data["frames"]) == 20
     assert data["frames"][19]["time"] == pytest.approx(19 * FRAME_S)
     assert (rec / TEXT_NAME).read_text().startswith("[00:00.00] Hello, how are you?")
-    assert sorted(p.name for p in rec.iterdir()) == sorted([JSON_NAME, TEXT_NAME, WAV_NAME])
+    assert {p.name for p in rec.iterdir()} == {JSON_NAME, TEXT_NAME, WAV_NAME}
     recorder.close()  # a second close changes nothing
 
 
@@ -258,7 +258,10 @@ def test_full_disk_keeps_what_was_saved_and_the_transcript_goes_on(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(
-        ["conversation.wav stopped after 2.9 s: File too large (what was saved is kept)"]
+        [
+            "conversation.wav stopped after 2.9 s: File too large "
+            "(what was saved is kept)"
+        ]
     )
     # 300 kB holds three one-second blocks (3 x 12 x 1920 x 4 B = 276 kB), not four
     info = sf.info(str(out / WAV_NAME))

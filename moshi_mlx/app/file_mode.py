@@ -71,7 +71,7 @@ def process_frames(
     frames: Iterable[np.ndarray],
     on_step: Callable[[StepResult], None] | None = None,
 ) -> FileResult:
-    """Run every frame through `engine` (from a fresh state), keeping it all in memory."""
+    """Run every frame through `engine` (from a fresh state); all kept in memory."""
     transcript = Transcript(engine.frame_seconds)
     user, moshi = [], []
     start = time.perf_counter()
@@ -151,7 +151,9 @@ class AnswerWriter:
             try:
                 self._log.append(lines, len(blocks))
             except OSError as exc:
-                raise MoshiError(f"cannot write {self._log.path}: {reason(exc)}") from None
+                raise MoshiError(
+                    f"cannot write {self._log.path}: {reason(exc)}"
+                ) from None
 
     def close(self) -> None:
         """Write what is queued, close the audio, write the JSON from the log."""

@@ -231,7 +231,9 @@ class Recorder:
         self._log.close()
         log = self.directory / LOG_NAME
         try:
-            finish_transcript(log, self.directory / JSON_NAME, self.directory / TEXT_NAME)
+            finish_transcript(
+                log, self.directory / JSON_NAME, self.directory / TEXT_NAME
+            )
         except (OSError, MoshiError) as exc:
             self._note(
                 f"{JSON_NAME} not written ({reason(exc)}); the transcript is kept in "

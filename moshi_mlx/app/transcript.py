@@ -202,9 +202,9 @@ def finish_transcript(
 ) -> Transcript:
     """Write the JSON (and text) transcript from a log, one line in memory at a time.
 
-    Returns the transcript (its words; the frames are counted, not kept). The JSON is byte for byte what
-    `json.dumps(transcript.to_json())` writes for the same steps; each file appears
-    whole (temp file + rename) or not at all.
+    Returns the transcript (its words; the frames are counted, not kept). The JSON
+    is byte for byte what `json.dumps(transcript.to_json())` writes for the same
+    steps; each file appears whole (temp file + rename) or not at all.
     """
     records = read_log(log)
     try:

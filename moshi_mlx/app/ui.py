@@ -314,7 +314,7 @@ class PlainView:
         )
 
     def _print(self, who: str, lines: SpeechLines, printed: int, done: int) -> int:
-        """Print lines numbered `printed` to `done` - 1; returns the new count printed."""
+        """Print the lines numbered `printed` to `done` - 1; returns how many are."""
         for line in lines.since(printed)[: done - printed]:
             self.write(f"{who} {line}")
         return max(printed, done)

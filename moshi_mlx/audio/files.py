@@ -53,7 +53,7 @@ def _read_mono(f, path: str | Path, frames: int = -1) -> np.ndarray:
 
 
 def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read WAV/FLAC/OGG, mix down to mono and resample to `sample_rate`: float32 (T,)."""
+    """Read WAV/FLAC/OGG, mix to mono and resample to `sample_rate`: float32 (T,)."""
     with _open_for_reading(path) as f:
         pcm = _read_mono(f, path)
         rate = f.samplerate
@@ -204,7 +204,7 @@ class WavAppender:
         )
 
     def append(self, pcm: np.ndarray) -> None:
-        """Append float32 (T, channels) or mono (T,) samples; on disk when it returns."""
+        """Append float32 (T, channels) or (T,) samples; on disk when it returns."""
         before = self.data_bytes
         try:
             self._file.append(pcm16_bytes(pcm))
