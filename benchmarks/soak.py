@@ -231,11 +231,16 @@ def plot(points: list[dict], path: Path, title: str) -> None:
 
     hours = [p["hours"] for p in points]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))
-    top.plot(hours, [p["flush_ms_max"] for p in points], "o-")
-    top.set_ylabel("longest recorder flush (ms)")
-    top.axhline(20, color="grey", linestyle="--", linewidth=1)
+    top.plot(hours, [p["flush_ms_max"] for p in points], "o-", label="wall")
+    top.plot(hours, [p["flush_cpu_ms_max"] for p in points], "s--", label="CPU")
+    top.set_ylabel("longest recorder call (ms)")
+    top.axhline(20, color="grey", linestyle=":", linewidth=1, label="target")
     top.set_ylim(bottom=0)
-    bottom.plot(hours, [p["rss_mib"] for p in points], "o-", color="tab:orange")
+    top.legend(loc="upper right")
+    rss = [p["rss_mib"] for p in points]
+    bottom.plot(hours, rss, "o-", color="tab:orange")
+    bottom.axhline(rss[0] + 60, color="grey", linestyle=":", linewidth=1)
+    bottom.set_ylim(rss[0] - 10, rss[0] + 70)
     bottom.set_ylabel("RSS (MiB)")
     bottom.set_xlabel("hours of conversation")
     top.set_title(title)

@@ -215,8 +215,19 @@ def test_killed_chat_keeps_its_recording(tmp_path, speech):
     assert (
         info.frames >= (3.0 - 1.0 - 0.5) * RATE
     )  # at most the last second lost (+ start-up)
+    # the transcript is in its log; `recover` writes the files a clean exit writes
+    assert not (record_dir / JSON_NAME).exists()
+    result = subprocess.run(
+        [sys.executable, "cli.py", "recover", str(record_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
     frames = json.loads((record_dir / JSON_NAME).read_text())["frames"]
     assert info.frames - RATE <= len(frames) * FRAME <= info.frames
+    assert (record_dir / TEXT_NAME).is_file()
 
 
 def rss_mib(pid: int) -> float:
@@ -262,8 +273,12 @@ def test_a_long_recorded_chat_stays_flat_and_sighup_keeps_it(tmp_path, speech):
     assert [f["step"] for f in frames] == list(range(steps))
     assert (record_dir / TEXT_NAME).is_file()
     assert not list(record_dir.glob("*.jsonl")) and not list(record_dir.glob("*.tmp"))
-    # flat: a second's write stays short, memory does not grow after the start
-    assert len(writes_ms) >= 7 and max(writes_ms) < 250, writes_ms
+    # flat: the writes of a second take no longer at the end than at the start (the
+    # disk of a busy shared machine is noisy: medians), and memory does not grow
+    assert len(writes_ms) >= 7 and max(writes_ms) < 2000, writes_ms
+    half = len(writes_ms) // 2
+    early, late = np.median(writes_ms[:half]), np.median(writes_ms[half:])
+    assert late <= 2 * early + 50, writes_ms
     assert max(rss[2:]) - rss[1] < 40, rss
 
 

@@ -31,7 +31,7 @@ from .ui import (
     KeyReader,
     PlainView,
 )
-from .watchdog import SILENCE_S, CallbackWatchdog
+from .watchdog import CallbackWatchdog
 
 REFRESH_S = 0.1  # UI refresh / event wait period
 STOP_TIMEOUT_S = 10.0  # how long to wait for the worker to finish its frame on exit
@@ -255,8 +255,8 @@ def _stream_lost(stats: dict, watchdog: CallbackWatchdog) -> str | None:
         return "a device was disconnected or failed"
     if watchdog.stalled(stats):
         return (
-            f"no sound from the devices for {SILENCE_S:.0f} s although the stream "
-            "runs (a device was disconnected or failed)"
+            f"no sound from the devices for {watchdog.limit_s:.0f} s although the "
+            "stream runs (a device was disconnected or failed)"
         )
     return None
 
@@ -316,7 +316,9 @@ def _report(
     if recorder is not None:
         seconds = recorder.seconds_saved
         saved = f"recording saved in {recorder.directory} ({seconds:.1f} s)"
-        if not recorder.errors and not crashed and lost is None:
+        if recorder.errors:
+            saved = f"recording: {'; '.join(recorder.errors)}; {saved}"
+        elif not crashed and lost is None:
             _print_plain(console, saved)
     suffix = f"; {saved}" if saved else ""
     if crashed:
@@ -329,4 +331,4 @@ def _report(
             f"(see `python cli.py devices`){suffix}"
         )
     if recorder is not None and recorder.errors:
-        raise MoshiError(f"recording: {'; '.join(recorder.errors)}{suffix}")
+        raise MoshiError(saved)
