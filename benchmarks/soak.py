@@ -261,6 +261,8 @@ def main() -> None:
         "--dir", type=Path, help="record here (default: a temporary folder, removed)"
     )
     args = parser.parse_args()
+    if args.points < 10:
+        parser.error("--points: at least 10 checkpoints")
     if args.dir is not None:
         points = soak(args.hours, args.points, args.dir)
     else:

@@ -17,9 +17,9 @@ from ..errors import AudioError, MoshiError
 from ..mimi import MimiConfig
 from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
+from ..words import format_time
 from .engine import MoshiEngine, SamplingSettings, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
-from ..words import format_time
 from .recorder import Recorder
 from .signals import stop_on_signals
 from .ui import (

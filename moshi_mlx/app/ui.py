@@ -324,9 +324,10 @@ class PlainView:
         recorder = self.state.recorder
         if recorder is None:
             return
-        for error in recorder.errors[self._printed_errors :]:
+        new = recorder.errors[self._printed_errors :]
+        for error in new:
             self.write(f"recording: {error}")
-        self._printed_errors = len(recorder.errors)
+        self._printed_errors += len(new)
 
     def tick(self, audio: dict) -> None:
         """Print new recording failures, and the status line when its period passed."""
