@@ -31,6 +31,7 @@ from audio_env import (
 )
 from conftest import FIXTURES, REPO_ROOT
 from test_file_mode import TINY_FLAGS, tiny_request
+from test_recorder import recover_with_cli
 
 from moshi_mlx.app.engine import SamplingSettings, load_engine
 from moshi_mlx.app.file_mode import process_frames, split_frames
@@ -217,14 +218,7 @@ def test_killed_chat_keeps_its_recording(tmp_path, speech):
     )  # at most the last second lost (+ start-up)
     # the transcript is in its log; `recover` writes the files a clean exit writes
     assert not (record_dir / JSON_NAME).exists()
-    result = subprocess.run(
-        [sys.executable, "cli.py", "recover", str(record_dir)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    recover_with_cli(record_dir)
     frames = json.loads((record_dir / JSON_NAME).read_text())["frames"]
     assert info.frames - RATE <= len(frames) * FRAME <= info.frames
     assert (record_dir / TEXT_NAME).is_file()
