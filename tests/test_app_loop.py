@@ -292,6 +292,23 @@ def test_a_healthy_stream_is_not_taken_for_dead():
     assert not CallbackWatchdog().stalled({})  # no callback count: never stalls
 
 
+def test_a_new_stream_may_stall_before_its_callbacks_flow():
+    clock = [0.0]
+    watchdog = CallbackWatchdog(clock=lambda: clock[0])
+    for count in range(3):  # a first few callbacks, then the sound server holds it
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": count})
+    for _ in range(20):  # 2 s without a callback, early on: not a dead device
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": 2})
+    assert watchdog.limit_s == 5.0
+    checks = 0
+    while not watchdog.stalled({"callbacks": 2}):  # still nothing: dead after 5 s
+        clock[0] += 0.1
+        checks += 1
+    assert checks in (30, 31)  # 5 s since the last callback, in 0.1 s steps
+
+
 def test_a_dead_device_is_found_within_about_a_second():
     clock = [0.0]
     watchdog = CallbackWatchdog(clock=lambda: clock[0])

@@ -10,7 +10,9 @@ the audio thread up for a second or more now and then (the sound server itself
 waits for a CPU); so the silence must also last GAP_FACTOR times the longest wait
 seen while the stream was alive, and span MIN_CHECKS checks (a process the machine
 did not run at all, or that was suspended, misses its checks too: such a wait is not
-the audio's and is not counted).
+the audio's and is not counted). Sound servers may also hold a new stream for a second
+or two before its callbacks flow evenly (PulseAudio on an idle sink does), so until
+the callbacks have run for STARTUP_S only a silence of STARTUP_SILENCE_S counts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ GAP_FACTOR = 3.0
 MIN_CHECKS = 5
 # checks further apart than this: the process itself did not run in between
 CHECK_GAP_S = 0.5
+# a new stream is trusted to call back evenly once it has run this long
+STARTUP_S = 3.0
+STARTUP_SILENCE_S = 5.0
 
 
 class CallbackWatchdog:
@@ -41,11 +46,14 @@ class CallbackWatchdog:
         self._last_check = 0.0
         self._missed_checks = False  # since the last callback
         self._longest_gap = 0.0
+        self._first_callback: float | None = None
+        self._started = False
 
     @property
     def limit_s(self) -> float:
         """How long a silence must last to count as a dead device, now."""
-        return max(self.silence_s, GAP_FACTOR * self._longest_gap)
+        limit = max(self.silence_s, GAP_FACTOR * self._longest_gap)
+        return limit if self._started else max(limit, STARTUP_SILENCE_S)
 
     def stalled(self, stats: dict) -> bool:
         """Check the audio stats; a source without a callback count never stalls."""
@@ -58,6 +66,10 @@ class CallbackWatchdog:
         if count != self._count:
             if self._count is not None and not self._missed_checks:
                 self._longest_gap = max(self._longest_gap, now - self._since)
+            if self._count is not None and self._first_callback is None:
+                self._first_callback = now
+            if self._first_callback is not None:
+                self._started |= now - self._first_callback >= STARTUP_S
             self._count, self._since, self._checks = count, now, 0
             self._missed_checks = False
             return False
