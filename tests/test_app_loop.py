@@ -24,7 +24,7 @@ from test_recorder import FailingDisk
 from moshi_mlx.app.chat import converse
 from moshi_mlx.app.loop import FrameEvent, FrameLoop, LoopStopped
 from moshi_mlx.app.recorder import JSON_NAME, LOG_NAME, WAV_NAME, Recorder
-from moshi_mlx.app.watchdog import CallbackWatchdog
+from moshi_mlx.app.watchdog import STARTUP_S, CallbackWatchdog
 from moshi_mlx.errors import AudioError, MoshiError
 
 
@@ -229,20 +229,21 @@ class StallingDuplex(FakeDuplex):
 
 
 @pytest.mark.parametrize(
-    "change, reason",
+    "after_s, change, reason",
     [
-        pytest.param(("active", False), "a device was disconnected or failed",
+        pytest.param(0.5, ("active", False), "a device was disconnected or failed",
                      id="stream-stops"),
-        pytest.param(("stalled", True), "no sound from the devices for 1 s although "
-                     r"the stream runs \(a device was disconnected or failed\)",
-                     id="callbacks-stop"),
+        # once the stream has run long enough to be trusted (see watchdog.py)
+        pytest.param(STARTUP_S + 0.5, ("stalled", True), "no sound from the devices "
+                     r"for 1 s although the stream runs \(a device was disconnected or "
+                     r"failed\)", id="callbacks-stop"),
     ],
 )  # fmt: skip
 def test_a_lost_device_stops_with_one_line_and_keeps_the_recording(
-    tmp_path, change, reason
+    tmp_path, after_s, change, reason
 ):
     audio = StallingDuplex()
-    threading.Timer(0.5, setattr, (audio, *change)).start()
+    threading.Timer(after_s, setattr, (audio, *change)).start()
     recorder = Recorder(tmp_path, 24000, FRAME)
     with feeding(audio):
         with pytest.raises(AudioError) as err:
