@@ -8,6 +8,14 @@ built as `cli.py bench` builds them (moshi_mlx.benchmark.models): drawn, quantiz
 and cast one tensor at a time.
 
     uv run python benchmarks/lm.py --layers 1 --levels bf16 q8 q4 f32
+
+On a CPU with OpenBLAS the app keeps the depformer and text head in float32
+when the full model plus those copies fits in free memory (moshi_mlx/lm/float32.py,
+checked by moshi_mlx.checkpoints.float32_plan); `--float32 auto` (default) makes
+the same choice for the full 32-layer model at each level and shows it,
+`--float32 off` times the plain levels. `--reference-python PY` times Kyutai's
+moshi_mlx LM (benchmarks/lm_reference.py, run by PY) in the same run, its frames
+interleaved with ours in blocks so that load hits both alike.
 """
 
 from __future__ import annotations
@@ -16,10 +24,14 @@ import moshi_mlx  # noqa: F401  first: it may route MLX's BLAS before mlx.core l
 
 # isort: split
 import argparse
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
 from moshi_mlx import blas
 from moshi_mlx.benchmark.levels import NAMED_LEVELS, Level
@@ -31,7 +43,17 @@ from moshi_mlx.benchmark.models import (
     random_source,
 )
 from moshi_mlx.benchmark.report import print_table, write_json
-from moshi_mlx.lm import LmConfig, LmGen, Sampler
+from moshi_mlx.checkpoints import (
+    DTYPE_BYTES,
+    QUANTIZATIONS,
+    MemoryEstimate,
+    available_memory,
+    float32_plan,
+    kv_cache_bytes,
+)
+from moshi_mlx.lm import Lm, LmConfig, LmGen, Sampler
+from moshi_mlx.lm.float32 import promote
+from moshi_mlx.mimi import Mimi
 
 # dense bf16 / f32 weights, or quantized (8 bits group 64, 4 bits group 32) everywhere
 LEVELS = {
@@ -48,8 +70,72 @@ def dense_dtype(level: str, compute: str) -> mx.Dtype:
     return {"bf16": mx.bfloat16, "f32": mx.float32}.get(level, DTYPES[compute])
 
 
-def measure(source: LmSource, level: str, args: argparse.Namespace) -> dict:
-    """Time one level: whole LmGen frames, and the temporal layers / depformer alone."""
+QUANTIZATION_OF = {"bf16": "bf16", "q8": "8", "q4": "4"}  # checkpoints.QUANTIZATIONS
+TEMPORAL = "transformer.layers."  # float32 part names of temporal layers
+
+
+def float32_choice(level: str, dtype: mx.Dtype) -> tuple[str, ...]:
+    """The app's float32 parts for the full 7B model at this level (free memory now)."""
+    if level not in QUANTIZATION_OF or dtype == mx.float32:
+        return ()
+    quant = QUANTIZATIONS[QUANTIZATION_OF[level]]
+    dtype_name = {mx.bfloat16: "bfloat16", mx.float16: "float16"}[dtype]
+    params = sum(v.size for _, v in tree_flatten(Lm(LmConfig.moshi_7b()).parameters()))
+    bits = quant.bits_per_weight if quant.bits else 8 * DTYPE_BYTES[dtype_name]
+    mimi = sum(v.size for _, v in tree_flatten(Mimi().parameters())) * 4
+    estimate = MemoryEstimate(
+        lm_weights=params * bits / 8,
+        mimi_weights=mimi,
+        kv_cache=kv_cache_bytes(None, dtype_name),
+        lm_params=params,
+    )
+    return float32_plan(estimate, None, quant, dtype_name, available_memory())
+
+
+class Reference:
+    """Kyutai's moshi_mlx LM at one level, a worker process (benchmarks/lm_reference.py)."""
+
+    def __init__(self, python: str, layers: int, level: str):
+        cmd = [python, str(Path(__file__).with_name("lm_reference.py"))]
+        cmd += ["--layers", str(layers)]
+        if level in ("q8", "q4"):
+            cmd += ["--bits", level[1]]
+        self.process = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.frame_ms: list[float] = []
+        self.layers_ms: list[float] = []
+        self._answer()
+
+    def run(self, frames: int) -> None:
+        self.process.stdin.write(f"{frames}\n")
+        self.process.stdin.flush()
+        answer = self._answer()
+        self.frame_ms += answer["frame_ms"]
+        self.layers_ms += answer["layers_ms"]
+
+    def stop(self) -> None:
+        self.process.stdin.write("quit\n")
+        self.process.stdin.flush()
+        self.process.wait(timeout=120)
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"reference worker exited ({self.process.wait()})")
+        return json.loads(line)
+
+
+def measure(
+    source: LmSource,
+    level: str,
+    args: argparse.Namespace,
+    reference: Reference | None = None,
+) -> dict:
+    """Time one level: whole LmGen frames, and the temporal layers / depformer alone.
+
+    With `reference`, its frames are timed between blocks of ours.
+    """
     cfg, dtype, steps, warmup, position = (
         source.config,
         dense_dtype(level, args.dtype),
@@ -59,6 +145,20 @@ def measure(source: LmSource, level: str, args: argparse.Namespace) -> dict:
     )
     compiled = {"auto": None, "on": True, "off": False}[args.compile]
     model = build_lm(source, LEVELS[level], dtype).model
+    # The full model's float32 temporal layers are represented by the first
+    # layers here; keep at least one layer as it is when the full model does.
+    full_parts = args.float32_parts.get(level, ())
+    full_f32 = sum(p.startswith(TEMPORAL) for p in full_parts)
+    kept = cfg.num_layers - (1 if full_f32 < source.full_layers else 0)
+    local_f32 = min(full_f32, kept)
+    if full_f32 and not local_f32:
+        raise SystemExit(
+            f"the app keeps {full_f32} temporal layers in float32 here: "
+            "time both kinds with --layers 2 (or --float32 off)"
+        )
+    parts = tuple(p for p in full_parts if not p.startswith(TEMPORAL))
+    parts += tuple(f"{TEMPORAL}{i}" for i in range(local_f32))
+    promote(model, parts)
     mx.clear_cache()
     mx.reset_peak_memory()  # peak while running, not the float copies drawn to build
     codes = mx.random.randint(0, cfg.card, (steps + warmup, cfg.user_codebooks)).astype(
@@ -76,13 +176,27 @@ def measure(source: LmSource, level: str, args: argparse.Namespace) -> dict:
         _ = out.text_token  # the frame's one host sync
         return out.audio_codes
 
-    frame_ms = time_steps(frame, steps, warmup)
+    if reference is None:
+        frame_ms = time_steps(frame, steps, warmup)
+    else:  # blocks of ours and theirs, alternately
+        time_steps(frame, 0, warmup)
+        block = max(1, steps // args.rounds)
+        blocks = []
+        for _ in range(args.rounds):
+            blocks.append(time_steps(frame, block, 0))
+            reference.run(block)
+        frame_ms = np.concatenate(blocks)
 
     cache = model.make_cache(1)
     for c in cache:
         c.offset = position
     x = mx.random.normal((1, 1, cfg.dim)).astype(dtype)
-    layers_ms = time_steps(lambda: model.transformer(x, cache), steps, warmup)
+    # each layer alone: promoted (float32) and plain layers cost differently
+    per_layer_ms = [
+        time_steps(lambda: layer(x, c), steps, warmup)
+        for layer, c in zip(model.transformer.layers, cache)
+    ]
+    layers_ms = np.sum(per_layer_ms, axis=0)
     h = mx.random.normal((1, cfg.dim)).astype(dtype)
     text = mx.array([5])
     sampler, key = Sampler(0.8, 250), mx.random.key(1)
@@ -93,20 +207,41 @@ def measure(source: LmSource, level: str, args: argparse.Namespace) -> dict:
     if compiled or (compiled is None and mx.default_device().type == mx.DeviceType.gpu):
         depformer = mx.compile(depformer)
     depformer_ms = time_steps(lambda: depformer(h, text, key), steps, warmup)
-    per_layer = layers_ms / cfg.num_layers
+    plain_ms = [np.median(t) for t in per_layer_ms[local_f32:]]
+    float32_ms = [np.median(t) for t in per_layer_ms[:local_f32]]
+    per_layer = float(np.mean(plain_ms)) if plain_ms else float("nan")
+    per_float32_layer = float(np.mean(float32_ms)) if float32_ms else float("nan")
     other = np.median(frame_ms) - np.median(layers_ms) - np.median(depformer_ms)
+    extra_layers = source.full_layers - cfg.num_layers
+    missing_f32 = full_f32 - local_f32
+    missing_plain = extra_layers - missing_f32
+    missing_ms = missing_plain * per_layer if missing_plain else 0.0
+    missing_ms += missing_f32 * per_float32_layer if missing_f32 else 0.0
+    kyutai = {}
+    if reference is not None:
+        theirs = np.array(reference.frame_ms)
+        their_layer = np.array(reference.layers_ms) / cfg.num_layers
+        kyutai = {
+            "kyutai_frame": frame_timing(theirs),
+            "kyutai_temporal_per_layer": frame_timing(their_layer),
+            "kyutai_frame_32_layers_extrapolated": frame_timing(
+                theirs + extra_layers * np.median(their_layer)
+            ),
+        }
     return {
         "level": level,
+        "float32_parts": list(full_parts),
         "layers": cfg.num_layers,
         "weight_mib": parameter_bytes(model) / MIB,
         "peak_mlx_mib": peak_mlx_mib(),
         "frame": frame_timing(frame_ms),
         "embeddings_head_sampling_ms_derived": float(other),
-        "temporal_per_layer": frame_timing(per_layer),
+        "temporal_per_layer_ms": per_layer,
+        "temporal_float32_layer_ms": per_float32_layer,
+        "float32_temporal_layers_of_32": full_f32,
         "depformer": frame_timing(depformer_ms),
-        "frame_32_layers_extrapolated": frame_timing(
-            frame_ms + (source.full_layers - cfg.num_layers) * per_layer
-        ),
+        "frame_32_layers_extrapolated": frame_timing(frame_ms + missing_ms),
+        **kyutai,
     }
 
 
@@ -138,20 +273,50 @@ def main() -> None:
         default="auto",
         help="mx.compile the depformer frame (auto: on GPUs only)",
     )
+    parser.add_argument(
+        "--float32",
+        choices=["auto", "off"],
+        default="auto",
+        help="float32 depformer / text head as the app chooses them (auto) or never",
+    )
+    parser.add_argument(
+        "--reference-python", help="interpreter with Kyutai's moshi_mlx, timed too"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternations with the reference"
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/lm.json"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
+    # chosen before anything is built: the app's choice on this machine as it is now
+    args.float32_parts = {
+        level: float32_choice(level, dense_dtype(level, args.dtype))
+        for level in args.levels
+        if args.float32 == "auto"
+    }
     source = random_source(LmConfig.moshi_7b(), args.layers, seed=0)
-    results = [measure(source, level, args) for level in args.levels]
+    results = []
+    for level in args.levels:
+        reference = None
+        if args.reference_python and level != "f32":
+            reference = Reference(args.reference_python, args.layers, level)
+        try:
+            results.append(measure(source, level, args, reference))
+        finally:
+            if reference is not None:
+                reference.stop()
+    load_after = os.getloadavg()
     rows = [
         [
-            r["level"],
+            r["level"] + (" +f32" if r["float32_parts"] else ""),
             r["frame"]["median_ms"],
             r["frame"]["p95_ms"],
-            r["temporal_per_layer"]["median_ms"],
+            r["temporal_per_layer_ms"],
             r["depformer"]["median_ms"],
             r["embeddings_head_sampling_ms_derived"],
             r["frame_32_layers_extrapolated"]["median_ms"],
+            r.get("kyutai_frame_32_layers_extrapolated", {}).get("median_ms", "-"),
             r["weight_mib"],
             r["peak_mlx_mib"],
         ]
@@ -169,11 +334,24 @@ def main() -> None:
             "depformer",
             "emb+head",
             "32L frame (extrapolated)",
+            "Kyutai 32L",
             "weights MiB",
             "peak MiB",
         ],
         rows,
     )
+    for r in results:
+        parts = [p for p in r["float32_parts"] if not p.startswith(TEMPORAL)]
+        parts.append(f"{r['float32_temporal_layers_of_32']} of 32 temporal layers")
+        parts = ", ".join(parts)
+        line = f"{r['level']}: float32 parts {parts}; 32-layer frame (extrapolated) "
+        line += f"{r['frame_32_layers_extrapolated']['median_ms']:.0f} ms"
+        if "kyutai_frame_32_layers_extrapolated" in r:
+            theirs = r["kyutai_frame_32_layers_extrapolated"]["median_ms"]
+            line += f", Kyutai's {theirs:.0f} ms: "
+            line += f"{theirs / r['frame_32_layers_extrapolated']['median_ms']:.2f}x"
+        print(line)
+    print(f"load average before {load_before}, after {load_after}")
     write_json(
         args.json,
         {
@@ -184,6 +362,8 @@ def main() -> None:
             "position": args.position,
             "steps": args.steps,
             "blas": blas.loaded or "bundled",
+            "load_before": load_before,
+            "load_after": load_after,
             "results": results,
         },
     )
