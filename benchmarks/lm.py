@@ -245,6 +245,47 @@ def measure(
     }
 
 
+def weight_floor(args: argparse.Namespace) -> None:
+    """Bytes of weights one 7B LM step reads, per level, over the device's bandwidth.
+
+    Every Linear weight is read once a step (the temporal layers, the depformer's
+    slices, the text head); of the embeddings only one row each. The bandwidth
+    is that of summing a large array on the default device.
+    """
+    model = Lm(LmConfig.moshi_7b())  # lazy: nothing is computed
+    embedding = {
+        k for k, _ in tree_flatten(model.parameters()) if ".emb" in k or "_emb" in k
+    }
+    params = sum(
+        v.size for k, v in tree_flatten(model.parameters()) if k not in embedding
+    )
+    gpu = mx.default_device().type == mx.DeviceType.gpu
+    data = mx.ones((2**30 if gpu else 2**26,), mx.float32)
+    mx.eval(data)
+    ms = float(np.median(time_steps(lambda: mx.sum(data), 10, 2)))
+    bandwidth = data.nbytes / ms / 1e6  # GB/s
+    rows = []
+    for level in ("bf16", "q8", "q4"):
+        quant = QUANTIZATIONS[QUANTIZATION_OF[level]]
+        gb = params * quant.bits_per_weight / 8 / 1e9
+        rows.append([level, gb, gb / bandwidth * 1000])
+    print_table(
+        f"7B LM step: weights read vs {mx.default_device()} read bandwidth "
+        f"{bandwidth:.0f} GB/s (sum of {data.nbytes / 1e9:.1f} GB)",
+        ["level", "GB read per step", "floor ms"],
+        rows,
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "lm_weight_floor",
+            "device": str(mx.default_device()),
+            "read_gbps": bandwidth,
+            "levels": {r[0]: {"gb_per_step": r[1], "floor_ms": r[2]} for r in rows},
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -285,8 +326,16 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=4, help="alternations with the reference"
     )
+    parser.add_argument(
+        "--weight-floor",
+        action="store_true",
+        help="only print the bytes a full 7B step reads and the bandwidth floor",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/lm.json"))
     args = parser.parse_args()
+    if args.weight_floor:
+        weight_floor(args)
+        return
 
     load_before = os.getloadavg()
     # chosen before anything is built: the app's choice on this machine as it is now
