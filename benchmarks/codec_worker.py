@@ -1,17 +1,20 @@
-"""One streaming codec timed in blocks of frames on request, for benchmarks/mimi_versus.py.
+"""Benchmark workers timed in blocks of frames on request: the protocol, both ends.
 
-Standard library and NumPy only: it is imported both by benchmarks/mimi.py (this
-project) and by benchmarks/mimi_reference.py, which runs in a separate
-interpreter holding Kyutai's codecs. The protocol is one line per request on
-stdin, `N` (time the next N frames of the stream) or `quit`; each answer is one
-JSON line on stdout, {"encode_ms": [...], "decode_ms": [...]}. Every worker
-streams the same seeded noise, one 1920-sample frame per call, and decodes the
-codes it just produced.
+Standard library and NumPy only: it is imported by benchmarks/mimi.py (this
+project) and by benchmarks/mimi_reference.py and lm_reference.py, which run in
+a separate interpreter holding Kyutai's code. A worker prints one JSON line when
+it is ready, then answers each stdin line `N` (time the next N frames) with one
+JSON line of per-frame ms lists, until `quit`. `WorkerProcess` is the parent's
+end (benchmarks/mimi_versus.py, benchmarks/lm.py --reference-python). Codec
+workers (`serve`) stream the same seeded noise, one 1920-sample frame per call,
+and decode the codes they just produced: {"encode_ms": [...], "decode_ms": [...]}.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,3 +73,37 @@ def serve(
         count = int(request)
         print(json.dumps(time_frames(encode, decode, audio, done, count)), flush=True)
         done += count
+
+
+class WorkerProcess:
+    """A worker started with `command`, asked for blocks of frames until `stop`."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: str):
+        self.name = name
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+            cwd=cwd,
+        )
+        self._answer()  # loaded and warmed up
+
+    def request(self, frames: int) -> dict[str, list[float]]:
+        """The worker's timings of its next `frames` frames."""
+        self.process.stdin.write(f"{frames}\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=120)
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"worker {self.name} exited ({self.process.wait()})")
+        return json.loads(line)

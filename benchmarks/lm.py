@@ -24,15 +24,14 @@ import moshi_mlx  # noqa: F401  first: it may route MLX's BLAS before mlx.core l
 
 # isort: split
 import argparse
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from codec_worker import WorkerProcess
 from moshi_mlx import blas
 from moshi_mlx.benchmark.levels import NAMED_LEVELS, Level
 from moshi_mlx.benchmark.measure import MIB, frame_timing, peak_mlx_mib, time_steps
@@ -96,34 +95,21 @@ class Reference:
     """Kyutai's moshi_mlx LM at one level, a worker process (benchmarks/lm_reference.py)."""
 
     def __init__(self, python: str, layers: int, level: str):
-        cmd = [python, str(Path(__file__).with_name("lm_reference.py"))]
-        cmd += ["--layers", str(layers)]
+        here = Path(__file__).resolve().parent
+        cmd = [python, str(here / "lm_reference.py"), "--layers", str(layers)]
         if level in ("q8", "q4"):
             cmd += ["--bits", level[1]]
-        self.process = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        self.worker = WorkerProcess("Kyutai moshi_mlx", cmd, {}, str(here))
         self.frame_ms: list[float] = []
         self.layers_ms: list[float] = []
-        self._answer()
 
     def run(self, frames: int) -> None:
-        self.process.stdin.write(f"{frames}\n")
-        self.process.stdin.flush()
-        answer = self._answer()
+        answer = self.worker.request(frames)
         self.frame_ms += answer["frame_ms"]
         self.layers_ms += answer["layers_ms"]
 
     def stop(self) -> None:
-        self.process.stdin.write("quit\n")
-        self.process.stdin.flush()
-        self.process.wait(timeout=120)
-
-    def _answer(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"reference worker exited ({self.process.wait()})")
-        return json.loads(line)
+        self.worker.stop()
 
 
 def measure(
@@ -391,8 +377,9 @@ def main() -> None:
     )
     for r in results:
         parts = [p for p in r["float32_parts"] if not p.startswith(TEMPORAL)]
-        parts.append(f"{r['float32_temporal_layers_of_32']} of 32 temporal layers")
-        parts = ", ".join(parts)
+        if r["float32_temporal_layers_of_32"]:
+            parts.append(f"{r['float32_temporal_layers_of_32']} of 32 temporal layers")
+        parts = ", ".join(parts) or "none"
         line = f"{r['level']}: float32 parts {parts}; 32-layer frame (extrapolated) "
         line += f"{r['frame_32_layers_extrapolated']['median_ms']:.0f} ms"
         if "kyutai_frame_32_layers_extrapolated" in r:

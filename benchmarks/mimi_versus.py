@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from codec_worker import WorkerProcess
 
 HERE = Path(__file__).resolve().parent
 TARGET = 0.77  # issue 13: our encode + decode <= 0.77 x PyTorch's
@@ -43,37 +44,19 @@ class Worker:
     env: dict[str, str]
     encode_ms: list[float] = field(default_factory=list)
     decode_ms: list[float] = field(default_factory=list)
-    process: subprocess.Popen | None = None
+    process: WorkerProcess | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **self.env},
-            cwd=HERE,
-        )
-        self._answer()  # the worker is loaded and warmed up
+        self.process = WorkerProcess(self.name, self.command, self.env, str(HERE))
 
     def run(self, frames: int) -> None:
-        self.process.stdin.write(f"{frames}\n")
-        self.process.stdin.flush()
-        answer = self._answer()
+        answer = self.process.request(frames)
         self.encode_ms += answer["encode_ms"]
         self.decode_ms += answer["decode_ms"]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.flush()
-            self.process.wait(timeout=60)
-
-    def _answer(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"worker {self.name} exited ({self.process.wait()})")
-        return json.loads(line)
+        if self.process is not None:
+            self.process.stop()
 
     def summary(self) -> dict[str, float]:
         enc, dec = np.array(self.encode_ms), np.array(self.decode_ms)
