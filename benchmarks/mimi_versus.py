@@ -77,7 +77,7 @@ def workers(args: argparse.Namespace) -> list[Worker]:
     out = [
         Worker(f"moshi_mlx, OpenBLAS {n} thread(s)", ours, {"OPENBLAS_NUM_THREADS": str(n)})
         if n
-        else Worker("moshi_mlx", ours, {})
+        else Worker("moshi_mlx (default: OpenBLAS 1 thread)", ours, {})
         for n in args.ours_threads
     ]
     if args.compare_tree:
