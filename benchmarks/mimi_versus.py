@@ -75,7 +75,9 @@ def workers(args: argparse.Namespace) -> list[Worker]:
     weight = ["--mimi-weight", str(args.mimi_weight), "--warmup", str(args.warmup)]
     ours = [sys.executable, str(HERE / "mimi.py"), "--serve", *weight]
     out = [
-        Worker(f"moshi_mlx, OpenBLAS {n} thread(s)", ours, {"OPENBLAS_NUM_THREADS": str(n)})
+        Worker(
+            f"moshi_mlx, OpenBLAS {n} thread(s)", ours, {"OPENBLAS_NUM_THREADS": str(n)}
+        )
         if n
         else Worker("moshi_mlx (default: OpenBLAS 1 thread)", ours, {})
         for n in args.ours_threads

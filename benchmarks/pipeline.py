@@ -129,9 +129,7 @@ def main() -> None:
             "lm": label,
             "load_before": load_before,
             "load_after": os.getloadavg(),
-            "results": {
-                name: {"median_ms": m, "p95_ms": p} for name, m, p in rows
-            },
+            "results": {name: {"median_ms": m, "p95_ms": p} for name, m, p in rows},
         },
     )
 

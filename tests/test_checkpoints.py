@@ -256,10 +256,13 @@ def test_float32_plan_takes_the_parts_that_fit(monkeypatch):
     assert plan == ("depformer", *(f"transformer.layers.{i}" for i in range(5)))
     grown = float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(40 * GB))
     assert len(grown) == 1 + 32 + 1 and grown[-1] == "text_linear"
-    assert float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(17 * GB)) == ()
-    assert float32_plan(bf16, None, QUANTIZATIONS["bf16"], "float32", int(40 * GB)) == ()
+    def plan(dtype: str, gb: float) -> tuple[str, ...]:
+        return float32_plan(bf16, None, QUANTIZATIONS["bf16"], dtype, int(gb * GB))
+
+    assert plan("bfloat16", 17) == ()  # only the model itself fits
+    assert plan("float32", 40) == ()
     monkeypatch.setattr(lm_float32, "applies", lambda: False)
-    assert float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(40 * GB)) == ()
+    assert plan("bfloat16", 40) == ()
 
 
 def stt_companion_of(stt_fixtures: Path) -> CompanionModel:

@@ -70,9 +70,10 @@ def test_promoted_parts_compute_in_float32(cfg, lm_fixtures, weights, golden, la
     want = np.array(ref["audio_logits"])
     if not layers:
         assert np.abs(got["audio_logits"] - want).max() <= bound
-    assert np.abs(got["audio_logits"] - want).mean() < np.abs(
-        plain["audio_logits"] - want
-    ).mean()
+    assert (
+        np.abs(got["audio_logits"] - want).mean()
+        < np.abs(plain["audio_logits"] - want).mean()
+    )
 
 
 def test_nothing_to_promote_in_a_float32_model(cfg, lm_fixtures):

@@ -26,7 +26,6 @@ from .config import LmConfig
 from .model import Lm, RMSNorm
 
 
-
 def applies() -> bool:
     """True where float32 products are the fast ones: the CPU with OpenBLAS loaded."""
     return blas.loaded is not None and mx.default_device() == mx.cpu

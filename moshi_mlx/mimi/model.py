@@ -168,9 +168,7 @@ class Mimi(nn.Module):
         else:
             key = (run.__name__, *args)
             if key not in self._compiled:
-                self._compiled[key] = mx.compile(
-                    _replay(run, state, args), inputs=self
-                )
+                self._compiled[key] = mx.compile(_replay(run, state, args), inputs=self)
             arrays = [getattr(holder, name) for holder, name in slots]
             out, arrays = self._compiled[key](x, position, arrays)
             for (holder, name), array in zip(slots, arrays):
@@ -246,7 +244,8 @@ def _clone(state: object) -> object:
     if not dataclasses.is_dataclass(state):
         return state
     return dataclasses.replace(
-        state, **{f.name: _clone(getattr(state, f.name)) for f in dataclasses.fields(state)}
+        state,
+        **{f.name: _clone(getattr(state, f.name)) for f in dataclasses.fields(state)},
     )
 
 
