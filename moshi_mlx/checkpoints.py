@@ -81,6 +81,8 @@ class Checkpoint:
     tokenizer: Path
     quantization: Quantization | None  # the format the file must have; None = as stored
     dtype: str
+    # LM parts to convert to float32 after loading (lm/float32.py), as memory allows
+    float32_parts: tuple[str, ...] = ()
 
 
 def official_repo(voice: str, quantized: str) -> str:
@@ -178,6 +180,7 @@ def resolve_checkpoint(
     )
     official = request.moshi_weight is None and request.hf_repo is None
     expected = quant if request.quantized is not None or official else None
+    float32: tuple[str, ...] = ()
     if request.memory_check:
         lm_name = names.get("moshi_name", quant.filename)
         lm_bytes = _lm_weight_bytes(request, repo, lm_name, quant, offline)
@@ -185,12 +188,10 @@ def resolve_checkpoint(
             stored = expected or _stored_quantization(request.moshi_weight, quant)
             estimate = estimate_memory(
                 lm_bytes, lm_config, mimi_weight, request.dtype, stored
-            )
-            check_memory(
-                estimate.with_companions(companions),
-                stored,
-                available_memory() if available is None else available,
-            )
+            ).with_companions(companions)
+            free = available_memory() if available is None else available
+            check_memory(estimate, stored, free)
+            float32 = float32_plan(estimate, lm_config, stored, request.dtype, free)
     lm_weight = fetch(
         request.moshi_weight, "--moshi-weight", "moshi_name", quant.filename
     )
@@ -202,6 +203,7 @@ def resolve_checkpoint(
         tokenizer,
         expected,
         request.dtype,
+        float32,
     )
 
 
@@ -228,7 +230,7 @@ class CompanionModel:
     def memory(self) -> float:
         """Bytes of its weights (at `dtype` if plain, as stored if quantized) and cache."""
         weights = _in_memory_bytes(self.weight, self.dtype)
-        return weights + _kv_cache_bytes(self.config, self.dtype)
+        return weights + kv_cache_bytes(self.config, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -241,11 +243,12 @@ class MemoryEstimate:
     lm_params: float  # parameter count, to price the other quantizations
     # (name, flag, bytes) of each companion model: weights and attention cache
     companions: tuple[tuple[str, str, float], ...] = ()
+    float32_extra: float = 0.0  # what the float32 copies of LM parts add
 
     @property
     def moshi(self) -> float:
-        """Moshi's own bytes (LM, Mimi, cache), before the overhead factor."""
-        return self.lm_weights + self.mimi_weights + self.kv_cache
+        """Moshi's own bytes (LM, Mimi, cache, float32 parts), before the overhead."""
+        return self.lm_weights + self.mimi_weights + self.kv_cache + self.float32_extra
 
     @property
     def total(self) -> float:
@@ -317,7 +320,7 @@ def _safetensors_float_bytes(path: Path) -> int | None:
     return _SAFETENSORS_DTYPE_BYTES.get(dtypes.pop())
 
 
-def _kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
+def kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
     """Keys and values of every temporal layer over the whole context window."""
     from .lm import LmConfig
 
@@ -337,9 +340,41 @@ def estimate_memory(
     return MemoryEstimate(
         lm_weights=lm_bytes,
         mimi_weights=mimi_weight.stat().st_size,
-        kv_cache=_kv_cache_bytes(lm_config, dtype),
+        kv_cache=kv_cache_bytes(lm_config, dtype),
         lm_params=lm_bytes * 8 / bits,
     )
+
+
+def float32_plan(
+    estimate: MemoryEstimate,
+    lm_config: Path | None,
+    quant: Quantization,
+    dtype: str,
+    available: int | None,
+) -> tuple[str, ...]:
+    """The LM parts to keep in float32 on this machine (see lm/float32.py).
+
+    Only on a CPU with OpenBLAS, for a model not computing in float32 already,
+    and only the parts (most valuable first) whose copies keep the estimate
+    within `available` as `check_memory` counts it (its overhead factor is the
+    slack); each copy replaces the part's bf16 or quantized weights (float32
+    dense: 4 bytes per parameter).
+    """
+    from .lm import LmConfig
+    from .lm import float32 as lm_float32
+
+    if available is None or dtype == "float32" or not lm_float32.applies():
+        return ()
+    stored = quant.bits_per_weight / 8 if quant.bits else DTYPE_BYTES[dtype]
+    sizes = lm_float32.part_parameters(LmConfig.from_json_or_moshi_7b(lm_config))
+    chosen: list[str] = []
+    extra = 0.0
+    for part, params in sizes.items():
+        grown = replace(estimate, float32_extra=extra + params * (4 - stored))
+        if grown.total <= available:
+            chosen.append(part)
+            extra = grown.float32_extra
+    return tuple(chosen)
 
 
 def check_memory(
