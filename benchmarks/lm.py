@@ -245,7 +245,7 @@ def weight_floor(args: argparse.Namespace) -> None:
     params = sum(
         v.size for k, v in tree_flatten(model.parameters()) if k not in embedding
     )
-    gpu = mx.default_device().type == mx.DeviceType.gpu
+    gpu = accelerator.on_gpu()
     data = mx.ones((2**30 if gpu else 2**26,), mx.float32)
     mx.eval(data)
     ms = float(np.median(time_steps(lambda: mx.sum(data), 10, 2)))
