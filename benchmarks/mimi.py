@@ -7,7 +7,8 @@
 By default each BLAS setup runs in its own process: `system` (the system
 OpenBLAS that moshi_mlx loads automatically on Linux, see moshi_mlx/blas.py)
 and `reference` (the BLAS bundled with the mlx[cpu] wheel). On macOS, or where
-no OpenBLAS is installed, both rows show the same library.
+no OpenBLAS is installed, both rows show the same library. `--serve` makes this
+process a worker of benchmarks/mimi_versus.py (side by side with Kyutai's codecs).
 """
 
 from __future__ import annotations
@@ -40,16 +41,39 @@ from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi
 SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
 
 
+def build(weight: Path | None, config: Path | None) -> Mimi:
+    """The checkpoint, or seeded random weights of `config` (default official)."""
+    cfg = MimiConfig.from_json_or_official(config)
+    if weight:
+        return load_mimi(weight, cfg)
+    mx.random.seed(0)
+    mimi = Mimi(cfg)
+    mx.eval(mimi.parameters())
+    return mimi
+
+
+def serve_stream(weight: Path | None, config: Path | None, warmup: int) -> None:
+    """Worker of benchmarks/mimi_versus.py: one MimiStream, timed in blocks of frames."""
+    from codec_worker import serve
+
+    stream = MimiStream(build(weight, config))
+
+    def encode(frame: np.ndarray) -> mx.array:
+        codes = stream.encode(mx.array(frame))
+        mx.eval(codes)
+        return codes
+
+    def decode(codes: mx.array) -> None:
+        mx.eval(stream.decode(codes))
+
+    serve(encode, decode, warmup)
+
+
 def measure(weight: Path | None, config: Path | None, frames: int, warmup: int) -> dict:
     """Time `frames` streaming encode steps and decode steps in this process."""
     load_before = os.getloadavg()[0]  # other processes skew CPU timings
-    cfg = MimiConfig.from_json_or_official(config)
-    if weight:
-        mimi = load_mimi(weight, cfg)
-    else:
-        mx.random.seed(0)
-        mimi = Mimi(cfg)
-        mx.eval(mimi.parameters())
+    mimi = build(weight, config)
+    cfg = mimi.config
     rng = np.random.default_rng(0)
     audio = mx.array(
         0.1 * rng.standard_normal((warmup + frames, cfg.frame_size)), mx.float32
@@ -126,7 +150,14 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/out/mimi.json"))
     parser.add_argument("--child-json", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", action="store_true", help="be a worker of benchmarks/mimi_versus.py"
+    )
     args = parser.parse_args()
+
+    if args.serve:
+        serve_stream(args.mimi_weight, args.mimi_config, args.warmup)
+        return
 
     if args.child_json:  # one setup, measured in this process by the parent's request
         result = measure(args.mimi_weight, args.mimi_config, args.frames, args.warmup)

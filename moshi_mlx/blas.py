@@ -8,6 +8,11 @@ would. It is harmless where it does not apply: nothing happens on macOS (MLX use
 Accelerate and Metal there), when no OpenBLAS is installed (Debian/Ubuntu:
 `apt install libopenblas0-pthread`), when `mlx.core` was imported first, or with
 MOSHI_MLX_BLAS=reference. MOSHI_MLX_BLAS=/path/to/libopenblas.so picks a library.
+
+OpenBLAS then runs on one thread unless OPENBLAS_NUM_THREADS says otherwise:
+moshi_mlx's products are mostly weight-streaming ones that OpenBLAS does not
+thread, and its idle pool thread spins on the core MLX's own threads need
+(Mimi: 57 against 60 ms a frame in two interleaved runs, benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import sys
 
 ENV_VAR = "MOSHI_MLX_BLAS"
+THREADS_VAR = "OPENBLAS_NUM_THREADS"  # the user's choice wins over moshi_mlx's one
 CANDIDATES = (
     "libopenblas.so.0",
     "libopenblasp.so.0",
@@ -48,9 +54,18 @@ def use_system_openblas() -> str | None:
         return loaded
     for name in (choice,) if choice else CANDIDATES:
         try:
-            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+            library = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
         except OSError:
             continue
         loaded = name
+        if THREADS_VAR not in os.environ:
+            library.openblas_set_num_threads(1)
         break
     return loaded
+
+
+def threads() -> int | None:
+    """OpenBLAS's thread count now (None without the system OpenBLAS)."""
+    if loaded is None:
+        return None
+    return ctypes.CDLL(loaded).openblas_get_num_threads()

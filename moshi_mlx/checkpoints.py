@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import ConfigError, WeightsError
-from .weights import hub_connection_error, hub_file
+from .system_memory import available_memory
+from .weights import hub_connection_error, hub_file, hub_offline, optional_hub_file
 
 VOICES = ("moshiko", "moshika")
 TOKENIZER_FILENAME = "tokenizer_spm_32k_3.model"
@@ -82,6 +81,8 @@ class Checkpoint:
     tokenizer: Path
     quantization: Quantization | None  # the format the file must have; None = as stored
     dtype: str
+    # LM parts to convert to float32 after loading (lm/float32.py), as memory allows
+    float32_parts: tuple[str, ...] = ()
 
 
 def official_repo(voice: str, quantized: str) -> str:
@@ -111,33 +112,11 @@ def _quantized_in_name(repo: str | None) -> str | None:
     return None
 
 
-def _is_offline(request: WeightRequest) -> bool:
-    return request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-
-
 def _local_file(path: Path, flag: str) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{flag} {path}: file not found")
     return path
-
-
-def _optional_hub_file(repo: str, filename: str, offline: bool) -> Path | None:
-    """A repo file that may legitimately be absent (None when absent or unreachable)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    local_only = offline or hub_connection_error() is not None
-    try:
-        return Path(hf_hub_download(repo, filename, local_files_only=local_only))
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        return None
-    except KeyboardInterrupt:
-        raise WeightsError(
-            f"download of {repo}/{filename} interrupted; run again to resume"
-        ) from None
-    except Exception as exc:  # unknown or gated repository, HTTP errors
-        raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
 
 
 def _read_json(path: Path, flag: str) -> dict:
@@ -172,7 +151,7 @@ def resolve_checkpoint(
     quant = quantization_for(
         request.quantized or _quantized_in_name(request.hf_repo) or DEFAULT_QUANTIZED
     )
-    offline = _is_offline(request)
+    offline = hub_offline(request.offline)
     repo = request.hf_repo or official_repo(request.voice, quant.flag)
 
     if request.lm_config is not None:
@@ -180,7 +159,7 @@ def resolve_checkpoint(
     elif request.moshi_weight is not None:
         lm_config = None
     else:
-        lm_config = _optional_hub_file(repo, REPO_CONFIG_FILENAME, offline)
+        lm_config = optional_hub_file(repo, REPO_CONFIG_FILENAME, offline)
     names = _read_json(lm_config, "--lm-config") if lm_config is not None else {}
 
     def fetch(local: Path | None, flag: str, name_key: str, default: str) -> Path:
@@ -201,6 +180,7 @@ def resolve_checkpoint(
     )
     official = request.moshi_weight is None and request.hf_repo is None
     expected = quant if request.quantized is not None or official else None
+    float32: tuple[str, ...] = ()
     if request.memory_check:
         lm_name = names.get("moshi_name", quant.filename)
         lm_bytes = _lm_weight_bytes(request, repo, lm_name, quant, offline)
@@ -208,12 +188,10 @@ def resolve_checkpoint(
             stored = expected or _stored_quantization(request.moshi_weight, quant)
             estimate = estimate_memory(
                 lm_bytes, lm_config, mimi_weight, request.dtype, stored
-            )
-            check_memory(
-                estimate.with_companions(companions),
-                stored,
-                available_memory() if available is None else available,
-            )
+            ).with_companions(companions)
+            free = available_memory() if available is None else available
+            check_memory(estimate, stored, free)
+            float32 = float32_plan(estimate, lm_config, stored, request.dtype, free)
     lm_weight = fetch(
         request.moshi_weight, "--moshi-weight", "moshi_name", quant.filename
     )
@@ -225,6 +203,7 @@ def resolve_checkpoint(
         tokenizer,
         expected,
         request.dtype,
+        float32,
     )
 
 
@@ -251,7 +230,7 @@ class CompanionModel:
     def memory(self) -> float:
         """Bytes of its weights (at `dtype` if plain, as stored if quantized) and cache."""
         weights = _in_memory_bytes(self.weight, self.dtype)
-        return weights + _kv_cache_bytes(self.config, self.dtype)
+        return weights + kv_cache_bytes(self.config, self.dtype)
 
 
 @dataclass(frozen=True)
@@ -264,11 +243,12 @@ class MemoryEstimate:
     lm_params: float  # parameter count, to price the other quantizations
     # (name, flag, bytes) of each companion model: weights and attention cache
     companions: tuple[tuple[str, str, float], ...] = ()
+    float32_extra: float = 0.0  # what the float32 copies of LM parts add
 
     @property
     def moshi(self) -> float:
-        """Moshi's own bytes (LM, Mimi, cache), before the overhead factor."""
-        return self.lm_weights + self.mimi_weights + self.kv_cache
+        """Moshi's own bytes (LM, Mimi, cache, float32 parts), before the overhead."""
+        return self.lm_weights + self.mimi_weights + self.kv_cache + self.float32_extra
 
     @property
     def total(self) -> float:
@@ -340,7 +320,7 @@ def _safetensors_float_bytes(path: Path) -> int | None:
     return _SAFETENSORS_DTYPE_BYTES.get(dtypes.pop())
 
 
-def _kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
+def kv_cache_bytes(lm_config: Path | None, dtype: str) -> float:
     """Keys and values of every temporal layer over the whole context window."""
     from .lm import LmConfig
 
@@ -360,9 +340,41 @@ def estimate_memory(
     return MemoryEstimate(
         lm_weights=lm_bytes,
         mimi_weights=mimi_weight.stat().st_size,
-        kv_cache=_kv_cache_bytes(lm_config, dtype),
+        kv_cache=kv_cache_bytes(lm_config, dtype),
         lm_params=lm_bytes * 8 / bits,
     )
+
+
+def float32_plan(
+    estimate: MemoryEstimate,
+    lm_config: Path | None,
+    quant: Quantization,
+    dtype: str,
+    available: int | None,
+) -> tuple[str, ...]:
+    """The LM parts to keep in float32 on this machine (see lm/float32.py).
+
+    Only on a CPU with OpenBLAS, for a model not computing in float32 already,
+    and only the parts (most valuable first) whose copies keep the estimate
+    within `available` as `check_memory` counts it (its overhead factor is the
+    slack); each copy replaces the part's bf16 or quantized weights (float32
+    dense: 4 bytes per parameter).
+    """
+    from .lm import LmConfig
+    from .lm import float32 as lm_float32
+
+    if available is None or dtype == "float32" or not lm_float32.applies():
+        return ()
+    stored = quant.bits_per_weight / 8 if quant.bits else DTYPE_BYTES[dtype]
+    sizes = lm_float32.part_parameters(LmConfig.from_json_or_moshi_7b(lm_config))
+    chosen: list[str] = []
+    extra = 0.0
+    for part, params in sizes.items():
+        grown = replace(estimate, float32_extra=extra + params * (4 - stored))
+        if grown.total <= available:
+            chosen.append(part)
+            extra = grown.float32_extra
+    return tuple(chosen)
 
 
 def check_memory(
@@ -399,24 +411,3 @@ def check_memory(
 
 def _size(n: float) -> str:
     return f"{n / GB:.1f} GB" if n >= GB else f"{n / 1e6:.0f} MB"
-
-
-def available_memory() -> int | None:
-    """Bytes the model can use now (None if unknown)."""
-    if sys.platform == "linux":
-        try:
-            for line in Path("/proc/meminfo").read_text().splitlines():
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-    import mlx.core as mx
-
-    if mx.metal.is_available():
-        info = mx.metal.device_info()
-        return int(info.get("max_recommended_working_set_size", info["memory_size"]))
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .words import Word
 
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece starts a new word
 TEXT_PAD = 3  # existing_text_padding_id: no text at this frame
@@ -59,24 +61,18 @@ class Tokenizer:
         return self._sp.EncodeAsIds(text)
 
 
-@dataclass(frozen=True)
-class Word:
-    """A whole word and the step (frame index) of its first token."""
-
-    text: str
-    step: int
-
-
 @dataclass
 class WordAssembler:
     """Groups the streamed text tokens into words.
 
     A word ends when the next word starts (a '▁' piece) or at an EPAD token;
     padding in between is ignored. `push` returns the words completed by a token;
-    `flush` returns the last, unfinished one at the end of a stream.
+    `flush` returns the last, unfinished one at the end of a stream. A word's time
+    is `word_time(step of its first token)` (by default the step itself).
     """
 
     tokenizer: Tokenizer
+    word_time: Callable[[int], float] = float
     _tokens: list[int] = field(default_factory=list)
     _step: int = 0
 
@@ -95,4 +91,4 @@ class WordAssembler:
         """Finish the word in progress, if any."""
         text = self.tokenizer.decode(self._tokens).strip()
         self._tokens = []
-        return [Word(text, self._step)] if text else []
+        return [Word(self.word_time(self._step), text)] if text else []

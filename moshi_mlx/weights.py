@@ -82,37 +82,121 @@ def hub_connection_error() -> str | None:
     return None  # any HTTP answer, even an error status: the network works
 
 
+def hub_offline(offline: bool = False) -> bool:
+    """Whether only the local cache may be used: `offline`, or HF_HUB_OFFLINE set."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
 def hub_file(repo: str, filename: str, offline: bool = False) -> Path:
     """Return the local path of `filename` from Hugging Face repo `repo`, downloading if needed.
 
-    Downloads show a progress bar and resume if interrupted; with `offline` (or
-    HF_HUB_OFFLINE=1) only the local cache is used, and so it is, quietly, when the hub
-    cannot be reached.
+    Downloads show a progress bar, and one whose connection drops resumes where it
+    stopped; with `offline` (or HF_HUB_OFFLINE=1) only the local cache is used, and so
+    it is, quietly, when the hub cannot be reached.
     """
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    offline = offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = hub_offline(offline)
+    try:
+        return _download(repo, filename, offline)
+    except LocalEntryNotFoundError as exc:
+        raise WeightsError(_not_cached(repo, filename, offline, exc)) from None
+    except EntryNotFoundError:
+        raise WeightsError(f"{repo} has no file {filename}") from None
+
+
+def optional_hub_file(repo: str, filename: str, offline: bool = False) -> Path | None:
+    """`hub_file` for a file a repo may lack: None when the repo has none, or when it
+    is not cached and the hub cannot be asked."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return _download(repo, filename, hub_offline(offline))
+    except EntryNotFoundError:  # LocalEntryNotFoundError too: not cached, not asked
+        return None
+
+
+def _download(repo: str, filename: str, offline: bool) -> Path:
+    """`hf_hub_download`; every failure but a missing file as a one-line WeightsError."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
+
     local_only = offline or hub_connection_error() is not None
     try:
         return Path(hf_hub_download(repo, filename, local_files_only=local_only))
-    except LocalEntryNotFoundError:
-        if offline:
-            raise WeightsError(
-                f"{repo}/{filename} is not in the Hugging Face cache and offline mode is on; "
-                "run once online or pass a local file"
-            ) from None
-        reason = hub_connection_error()
-        raise WeightsError(
-            f"could not download {repo}/{filename}: no network and not cached"
-            + (f" ({reason})" if reason else "")
-            + "; connect to the internet or pass a local file"
-        ) from None
     except EntryNotFoundError:
-        raise WeightsError(f"{repo} has no file {filename}") from None
+        # the callers say what a missing file means
+        raise
+    except GatedRepoError:
+        raise WeightsError(
+            f"{repo} is gated: accept its conditions on its Hugging Face page, then "
+            "log in with `hf auth login`"
+        ) from None
+    except RepositoryNotFoundError:
+        # the Hub answers the same for a private repo and a missing one
+        raise WeightsError(
+            f"Hugging Face repo {repo} not found (if it is private, log in with "
+            "`hf auth login`)"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise WeightsError(
+            f"could not fetch {repo}/{filename}: {_http_status(exc)}"
+        ) from None
     except KeyboardInterrupt:
         raise WeightsError(
-            f"download of {repo}/{filename} interrupted; run again to resume"
+            f"download of {repo}/{filename} interrupted; run again to download it"
         ) from None
-    except Exception as exc:  # repository missing, gated, HTTP errors
-        raise WeightsError(f"could not fetch {repo}/{filename}: {exc}") from None
+    except Exception as exc:  # the connection lost for good, a full disk, ...
+        raise WeightsError(
+            f"download of {repo}/{filename} failed ({_one_line(exc)}); "
+            "run again to download it"
+        ) from None
+
+
+def _not_cached(repo: str, filename: str, offline: bool, exc: Exception) -> str:
+    """Why a file that is not cached could not be downloaded either."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if offline:
+        return (
+            f"{repo}/{filename} is not in the Hugging Face cache and offline mode is "
+            "on; run once online or pass a local file"
+        )
+    reason = hub_connection_error()
+    if reason is not None:
+        return (
+            f"could not download {repo}/{filename}: no network and not cached "
+            f"({reason}); connect to the internet or pass a local file"
+        )
+    cause = exc.__cause__
+    if isinstance(cause, HfHubHTTPError):
+        reason = _http_status(cause)
+    else:
+        reason = _one_line(cause or exc)
+    return (
+        f"could not download {repo}/{filename} and it is not cached: {reason}; "
+        "try again later or pass a local file"
+    )
+
+
+def _http_status(exc: Exception) -> str:
+    """What the hub answered, e.g. "https://huggingface.co answered HTTP 503 …"."""
+    from huggingface_hub import constants
+
+    response = getattr(exc, "response", None)
+    if response is None:
+        return _one_line(exc)
+    return (
+        f"{constants.ENDPOINT} answered HTTP {response.status_code} "
+        f"{response.reason_phrase}".rstrip()
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type name if it has none)."""
+    return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import queue
+import re
 import signal
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import soundfile as sf
 from app_fakes import FRAME, FakeDuplex, ScriptedEngine, mic_frame
 from rich.console import Console
+from test_recorder import FailingDisk
 
 from moshi_mlx.app.chat import converse
 from moshi_mlx.app.loop import FrameEvent, FrameLoop, LoopStopped
-from moshi_mlx.app.recorder import JSON_NAME, WAV_NAME, Recorder
+from moshi_mlx.app.recorder import JSON_NAME, LOG_NAME, WAV_NAME, Recorder
+from moshi_mlx.app.watchdog import STARTUP_S, CallbackWatchdog
 from moshi_mlx.errors import AudioError, MoshiError
 
 
@@ -139,30 +146,35 @@ def test_worker_crash_is_reported_not_raised():
     assert not loop.running
 
 
-def feed_in_real_time(audio: FakeDuplex, frames: int, stop: threading.Event) -> None:
-    for i in range(frames):
-        if stop.wait(0.005):
-            return
-        audio.push(mic_frame(i))
+@contextmanager
+def feeding(audio: FakeDuplex, frames: int = 1000) -> Iterator[None]:
+    """Push a mic frame into `audio` every 5 ms while the block runs."""
+    stop = threading.Event()
+
+    def feed() -> None:
+        for i in range(frames):
+            if stop.wait(0.005):
+                return
+            audio.push(mic_frame(i))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        feeder.join()
 
 
 def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
     audio = FakeDuplex()
-    stop_feeding = threading.Event()
-    feeder = threading.Thread(
-        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
-    )
-    feeder.start()
     recorder = Recorder(tmp_path, 24000, FRAME)
     console = Console(file=open(os.devnull, "w"))
-    try:
+    with feeding(audio):
         with pytest.raises(MoshiError) as err:
             converse(
                 ScriptedEngine(fail_at=20), audio, recorder, ui=False, console=console
             )
-    finally:
-        stop_feeding.set()
-        feeder.join()
     message = str(err.value)
     assert message.startswith("the model stopped after 20 frames: RuntimeError: boom")
     assert f"recording saved in {tmp_path}" in message and "\n" not in message
@@ -170,22 +182,17 @@ def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
     assert len(json.loads((tmp_path / JSON_NAME).read_text())["frames"]) == 20
 
 
-def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_the_conversation_cleanly(tmp_path, capsys, signum):
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) all keep the whole recording."""
+    before = signal.getsignal(signum)
     audio = FakeDuplex()
-    stop_feeding = threading.Event()
-    feeder = threading.Thread(
-        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
-    )
-    feeder.start()
-    threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT)).start()
+    threading.Timer(0.6, os.kill, (os.getpid(), signum)).start()
     recorder = Recorder(tmp_path, 24000, FRAME)
-    try:
+    with feeding(audio):
         converse(
             ScriptedEngine(), audio, recorder, ui=False, console=Console(width=200)
         )
-    finally:
-        stop_feeding.set()
-        feeder.join()
     out = capsys.readouterr().out
     assert out.startswith("listening (q or Ctrl-C to quit)\n")
     assert "moshi [00:00.00] Hello, how are you?" in out
@@ -196,19 +203,49 @@ def test_sigint_ends_the_conversation_cleanly(tmp_path, capsys):
     assert (
         sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
     )  # every frame saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert len(json.loads((tmp_path / JSON_NAME).read_text())["frames"]) == steps
+    assert signal.getsignal(signum) is before  # restored
 
 
-def test_lost_device_stops_with_one_line_and_keeps_the_recording(tmp_path):
-    audio = FakeDuplex()
-    stop_feeding = threading.Event()
-    feeder = threading.Thread(
-        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
-    )
-    feeder.start()
-    threading.Timer(0.5, setattr, (audio, "active", False)).start()
+class StallingDuplex(FakeDuplex):
+    """Counts callbacks like DuplexAudio until `stalled`; then it stays "active" but
+    its callbacks stop and no mic frame comes (CoreAudio after a device went away)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = False
+        self._callbacks = 0
+
+    def read_frame(self, timeout: float = 0.0) -> np.ndarray | None:
+        if self.stalled:
+            threading.Event().wait(min(timeout, 0.01))
+            return None
+        return super().read_frame(timeout)
+
+    def stats(self) -> dict:
+        if not self.stalled:
+            self._callbacks += 1
+        return {**super().stats(), "callbacks": self._callbacks}
+
+
+@pytest.mark.parametrize(
+    "after_s, change, reason",
+    [
+        pytest.param(0.5, ("active", False), "a device was disconnected or failed",
+                     id="stream-stops"),
+        # once the stream has run long enough to be trusted (see watchdog.py)
+        pytest.param(STARTUP_S + 0.5, ("stalled", True), "no sound from the devices "
+                     r"for 1 s although the stream runs \(a device was disconnected or "
+                     r"failed\)", id="callbacks-stop"),
+    ],
+)  # fmt: skip
+def test_a_lost_device_stops_with_one_line_and_keeps_the_recording(
+    tmp_path, after_s, change, reason
+):
+    audio = StallingDuplex()
+    threading.Timer(after_s, setattr, (audio, *change)).start()
     recorder = Recorder(tmp_path, 24000, FRAME)
-    try:
+    with feeding(audio):
         with pytest.raises(AudioError) as err:
             converse(
                 ScriptedEngine(),
@@ -217,30 +254,125 @@ def test_lost_device_stops_with_one_line_and_keeps_the_recording(tmp_path):
                 ui=False,
                 console=Console(file=io.StringIO()),
             )
-    finally:
-        stop_feeding.set()
-        feeder.join()
+    assert re.fullmatch(
+        rf"the audio stream stopped after 00:0\d\.\d\d: {reason} \(see `python cli\.py "
+        rf"devices`\); recording saved in {re.escape(str(tmp_path))} \(\d+\.\d s\)",
+        str(err.value),
+    )
+    steps = len(audio.written)
+    assert steps > 10 and sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
+
+
+def test_a_healthy_stream_is_not_taken_for_dead():
+    clock = [0.0]
+    watchdog = CallbackWatchdog(clock=lambda: clock[0])
+
+    def silence(seconds: float, count: int) -> bool:
+        """Checks every 100 ms for `seconds` with no callback; True if it stalled."""
+        for _ in range(round(seconds / 0.1)):
+            clock[0] += 0.1
+            if watchdog.stalled({"callbacks": count}):
+                return True
+        return False
+
+    for count in range(100):  # a callback every 20 ms, checked every 100 ms
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": 5 * count})
+    assert watchdog.limit_s == 1.0
+    clock[0] += 5.0  # the process (checks and callbacks alike) did not run for 5 s
+    assert not watchdog.stalled({"callbacks": 495})
+    clock[0] += 0.1
+    assert not watchdog.stalled({"callbacks": 500})  # the callbacks came back
+    assert watchdog.limit_s == 1.0  # a wait that was not the audio's
+    # a loaded machine held the audio up for 0.6 s: only a longer silence is a stall
+    assert not silence(0.6, 500)
+    clock[0] += 0.1
+    assert not watchdog.stalled({"callbacks": 501})
+    assert watchdog.limit_s == pytest.approx(3 * 0.7)
+    assert not silence(2.0, 501) and silence(0.3, 501)
+    assert not CallbackWatchdog().stalled({})  # no callback count: never stalls
+
+
+def test_a_new_stream_may_stall_before_its_callbacks_flow():
+    clock = [0.0]
+    watchdog = CallbackWatchdog(clock=lambda: clock[0])
+    for count in range(3):  # a first few callbacks, then the sound server holds it
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": count})
+    for _ in range(20):  # 2 s without a callback, early on: not a dead device
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": 2})
+    assert watchdog.limit_s == 5.0
+    checks = 0
+    while not watchdog.stalled({"callbacks": 2}):  # still nothing: dead after 5 s
+        clock[0] += 0.1
+        checks += 1
+    assert checks in (30, 31)  # 5 s since the last callback, in 0.1 s steps
+
+
+def test_a_dead_device_is_found_within_about_a_second():
+    clock = [0.0]
+    watchdog = CallbackWatchdog(clock=lambda: clock[0])
+    for count in range(50):
+        clock[0] += 0.1
+        assert not watchdog.stalled({"callbacks": count})
+    checks = 0
+    while not watchdog.stalled({"callbacks": 49}):
+        clock[0] += 0.1
+        checks += 1
+    assert checks in (10, 11)  # 1 s (of 0.1 s steps in floating point)
+
+
+def test_a_recording_failure_shows_at_once_and_the_chat_goes_on(tmp_path, capsys):
+    disk = FailingDisk()
+    audio = FakeDuplex()
+    recorder = Recorder(tmp_path, 24000, FRAME, opener=disk)
+
+    def fail_then_quit() -> None:  # after two seconds saved, and 50 frames after that
+        while recorder.frames_saved < 24:
+            time.sleep(0.01)
+        disk.fail(LOG_NAME, errno.ENOSPC)
+        while not recorder.errors:
+            time.sleep(0.01)
+        failed_at = len(audio.written)
+        while len(audio.written) < failed_at + 50:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=fail_then_quit, daemon=True).start()
+    with feeding(audio):
+        with pytest.raises(MoshiError) as err:
+            converse(
+                ScriptedEngine(), audio, recorder, ui=False, console=Console(width=300)
+            )
+    lines = capsys.readouterr().out.splitlines()
+    notice = next(
+        i for i, line in enumerate(lines) if line.startswith("recording: ")
+    )
+    assert lines[notice].startswith("recording: transcript.jsonl stopped after ")
+    assert lines[notice].endswith(
+        "No space left on device (the audio goes on; what was saved is kept)"
+    )
+    # the chat went on: more of Moshi's lines after the notice
+    assert any(line.startswith("moshi [") for line in lines[notice + 1 :])
     message = str(err.value)
-    assert message.startswith("the audio stream stopped after 00:00.")
-    assert "disconnected" in message and f"recording saved in {tmp_path}" in message
-    assert sf.info(str(tmp_path / WAV_NAME)).frames == len(audio.written) * FRAME
+    assert message.startswith("recording: transcript.jsonl stopped after ")
+    assert message.endswith(f"; recording saved in {tmp_path} "
+                            f"({recorder.seconds_saved:.1f} s)")  # fmt: skip
+    # the audio is whole; the transcript holds what was saved before the failure
+    steps = len(audio.written)
+    assert sf.info(str(tmp_path / WAV_NAME)).frames == steps * FRAME
+    saved = json.loads((tmp_path / JSON_NAME).read_text())["frames"]
+    assert 0 < len(saved) == recorder.frames_saved < steps
 
 
 def test_live_screen_runs_until_sigint():
     audio = FakeDuplex()
-    stop_feeding = threading.Event()
-    feeder = threading.Thread(
-        target=feed_in_real_time, args=(audio, 1000, stop_feeding)
-    )
-    feeder.start()
     threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT)).start()
     screen = io.StringIO()
     console = Console(file=screen, width=100, force_terminal=True, color_system=None)
-    try:
+    with feeding(audio):
         converse(ScriptedEngine(), audio, None, ui=True, console=console)
-    finally:
-        stop_feeding.set()
-        feeder.join()
     text = screen.getvalue()
     assert "[00:00.00] Hello, how are you?" in text
     assert "real-time factor" in text and "q or Ctrl-C to quit" in text

@@ -4,7 +4,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from moshi_mlx.modules.attention import KVCache, MultiHeadAttention
+from moshi_mlx.modules.attention import (
+    KVCache,
+    MultiHeadAttention,
+    StreamStep,
+    rope_interleaved,
+)
 
 
 def _reference(x, attn: MultiHeadAttention, chunk: int, capacity: int):
@@ -63,3 +68,33 @@ def test_oversized_write_is_refused():
     cache = KVCache.create(1, 1, 4, 3, mx.float32)
     with pytest.raises(ValueError):
         cache.update(mx.zeros((1, 1, 4, 4)), mx.zeros((1, 1, 4, 4)))
+
+
+@pytest.mark.parametrize("chunk,capacity", [(1, 5), (2, 6), (3, 7), (2, 40)])
+def test_fixed_shape_step_matches_update(chunk, capacity):
+    """`StreamStep` + `KVCache.write` (the compiled streaming path) = `update`, past the wrap."""
+    mx.random.seed(2)
+    attn = MultiHeadAttention(16, 2, rope_base=10000.0, context=None)
+    x = mx.random.normal((1, 24, 16))
+    ring = KVCache.create(1, 2, 8, capacity, mx.float32)
+    fixed = KVCache.create(1, 2, 8, capacity, mx.float32)
+    for i in range(0, 24, chunk):
+        want = attn(x[:, i : i + chunk], ring)
+        step = StreamStep.at(mx.array(fixed.offset, mx.int32), chunk, capacity, 8, 1e4)
+        got = attn(x[:, i : i + chunk], fixed, step)
+        fixed.offset += chunk
+        np.testing.assert_allclose(np.array(got), np.array(want), atol=1e-6)
+    with pytest.raises(ValueError):
+        StreamStep.at(mx.array(0, mx.int32), capacity + 1, capacity, 8, 1e4)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_rope_tables_equal_fast_rope(dtype):
+    """The per-step RoPE tables give mx.fast.rope's (traditional) results bit for bit."""
+    x = mx.random.normal((1, 4, 3, 64)).astype(dtype)
+    for offset in (0, 9, 2999):
+        step = StreamStep.at(mx.array(offset, mx.int32), 3, 3000, 64, 10000.0)
+        want = mx.fast.rope(
+            x, 64, traditional=True, base=10000.0, scale=1.0, offset=offset
+        )
+        assert mx.array_equal(rope_interleaved(x, step.cos, step.sin), want)

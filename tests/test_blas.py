@@ -50,3 +50,27 @@ def test_default_route_computes_the_same_products():
     loaded, exact, no_hint = _probe(MOSHI_MLX_BLAS="")
     assert exact == "True" and no_hint == ("True" if loaded != "None" else "False")
     assert loaded in ("None", "libopenblas.so.0", "libopenblasp.so.0")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the route only exists on Linux")
+def test_openblas_runs_on_one_thread_unless_told():
+    probe = "import moshi_mlx; print(moshi_mlx.blas.loaded, moshi_mlx.blas.threads())"
+
+    def run(**env: str) -> list[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+        proc = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env={**environ, **env},
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    loaded, count = run()
+    if loaded == "None":
+        pytest.skip("no system OpenBLAS here")
+    assert count == "1"
+    assert run(OPENBLAS_NUM_THREADS="2")[1] == "2"

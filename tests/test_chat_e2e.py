@@ -31,6 +31,7 @@ from audio_env import (
 )
 from conftest import FIXTURES, REPO_ROOT
 from test_file_mode import TINY_FLAGS, tiny_request
+from test_recorder import recover_with_cli
 
 from moshi_mlx.app.engine import SamplingSettings, load_engine
 from moshi_mlx.app.file_mode import process_frames, split_frames
@@ -215,8 +216,64 @@ def test_killed_chat_keeps_its_recording(tmp_path, speech):
     assert (
         info.frames >= (3.0 - 1.0 - 0.5) * RATE
     )  # at most the last second lost (+ start-up)
+    # the transcript is in its log; `recover` writes the files a clean exit writes
+    assert not (record_dir / JSON_NAME).exists()
+    recover_with_cli(record_dir)
     frames = json.loads((record_dir / JSON_NAME).read_text())["frames"]
     assert info.frames - RATE <= len(frames) * FRAME <= info.frames
+    assert (record_dir / TEXT_NAME).is_file()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a running process (Linux)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) / 1024
+
+
+SOAK_S = 40  # a recorded chat this long, its status checked every 5 s
+
+
+@pytest.mark.soak
+def test_a_long_recorded_chat_stays_flat_and_sighup_keeps_it(tmp_path, speech):
+    """40 s of recorded chat (speech played all along): the recorder's writes and the
+    process's memory stay flat; a SIGHUP (closed terminal) ends it keeping every
+    step. Long figures (hours, fast-forwarded) come from benchmarks/soak.py."""
+    reference, _ = speech
+    talk = tmp_path / "talk.wav"
+    sf.write(str(talk), np.tile(reference, SOAK_S // 6 + 2), RATE, subtype="PCM_16")
+    env = virtual_audio_env()
+    record_dir = tmp_path / "rec"
+    app = App(["--record", str(record_dir), "--aec", "off"], env)
+    app.wait_for("listening", START_TIMEOUT_S)
+    player = play_into_mic(talk, env)
+    writes_ms, rss = [], []
+    deadline = time.monotonic() + SOAK_S
+    while time.monotonic() < deadline:
+        app.wait_for("status ", 30)
+        writes_ms.append(float(re.search(r"writes ≤ ([\d.]+) ms", app.stdout[-1])[1]))
+        rss.append(rss_mib(app.process.pid))
+    app.process.send_signal(signal.SIGHUP)
+    code, lines, stderr = app.finish()
+    player.kill()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert re.fullmatch(
+        rf"recording saved in {re.escape(str(record_dir))} \(\d+\.\d s\)", lines[-1]
+    )
+    # the whole recording: every step the chat made, in the WAV and the transcript
+    steps = status_counters(lines)["steps"]
+    assert steps >= 0.3 * SOAK_S / FRAME_S
+    assert sf.info(str(record_dir / WAV_NAME)).frames == steps * FRAME
+    frames = json.loads((record_dir / JSON_NAME).read_text())["frames"]
+    assert [f["step"] for f in frames] == list(range(steps))
+    assert (record_dir / TEXT_NAME).is_file()
+    assert not list(record_dir.glob("*.jsonl")) and not list(record_dir.glob("*.tmp"))
+    # flat: the writes of a second take no longer at the end than at the start (the
+    # disk of a busy shared machine is noisy: medians), and memory does not grow
+    assert len(writes_ms) >= 7 and max(writes_ms) < 2000, writes_ms
+    half = len(writes_ms) // 2
+    early, late = np.median(writes_ms[:half]), np.median(writes_ms[half:])
+    assert late <= 2 * early + 50, writes_ms
+    assert max(rss[2:]) - rss[1] < 40, rss
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -10,7 +10,6 @@ import wave
 from pathlib import Path
 
 import huggingface_hub
-import huggingface_hub.constants
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
@@ -24,6 +23,7 @@ from moshi_mlx.checkpoints import (
     MemoryEstimate,
     WeightRequest,
     check_memory,
+    float32_plan,
     official_repo,
     quantization_for,
     resolve_checkpoint,
@@ -71,16 +71,6 @@ def test_unknown_quantization_names_the_valid_ones():
         ConfigError, match=r"--quantized 3 is not supported; use one of 4, 8, bf16"
     ):
         quantization_for("3")
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch) -> Path:
-    """An empty Hugging Face hub cache for this test only."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return cache
 
 
 def populate(cache: Path, repo: str, files: dict[str, Path]) -> Path:
@@ -240,6 +230,28 @@ def test_resolution_checks_memory_before_loading(lm_fixtures, mimi_fixtures):
         resolve_checkpoint(request, available=12_000_000)
     skipped = WeightRequest(**{**request.__dict__, "memory_check": False})
     assert resolve_checkpoint(skipped, available=1).lm_weight == request.moshi_weight
+
+
+def test_float32_plan_takes_the_parts_that_fit(monkeypatch):
+    """Depformer, temporal layers, text head in order, while the estimate fits."""
+    from moshi_mlx.lm import float32 as lm_float32
+
+    monkeypatch.setattr(lm_float32, "applies", lambda: True)
+    bf16 = q8_session().as_quantization(QUANTIZATIONS["bf16"])
+    plan = float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(23 * GB))
+    # 23 GB / 1.1 = 20.9 GB: the published bf16 7B + KV + Mimi 17.3 GB, the
+    # depformer +1.33 GB, then 4096 x (4 x 4096 + 3 x 11264) parameters a layer
+    # (+0.41 GB each): 5 layers, and no room left for the text head (+0.26 GB)
+    assert plan == ("depformer", *(f"transformer.layers.{i}" for i in range(5)))
+    grown = float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(40 * GB))
+    assert len(grown) == 1 + 32 + 1 and grown[-1] == "text_linear"
+    def plan(dtype: str, gb: float) -> tuple[str, ...]:
+        return float32_plan(bf16, None, QUANTIZATIONS["bf16"], dtype, int(gb * GB))
+
+    assert plan("bfloat16", 17) == ()  # only the model itself fits
+    assert plan("float32", 40) == ()
+    monkeypatch.setattr(lm_float32, "applies", lambda: False)
+    assert plan("bfloat16", 40) == ()
 
 
 def stt_companion_of(stt_fixtures: Path) -> CompanionModel:

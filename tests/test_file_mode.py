@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from app_fakes import FakeDuplex
+from app_fakes import PIECES, FakeDuplex, ScriptedEngine
 from conftest import FIXTURES, REPO_ROOT
 from rich.console import Console
 
+from moshi_mlx.app import file_mode
 from moshi_mlx.app.engine import SamplingSettings, load_engine
 from moshi_mlx.app.file_mode import process_frames, run_file, split_frames
 from moshi_mlx.app.loop import FrameLoop
-from moshi_mlx.audio.files import resample
+from moshi_mlx.audio.files import frames_of, read_audio_blocks, resample
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
+from moshi_mlx.errors import MoshiError
 
 FRAME = 1920
 GREEDY = SamplingSettings(text_temperature=0, audio_temperature=0)
@@ -123,7 +128,7 @@ def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
         str(source), np.stack([speech_48k, speech_48k], axis=1), 48000, subtype="FLOAT"
     )
     console = Console(file=open(os.devnull, "w"))
-    result = run_file(
+    run = run_file(
         tiny_request(),
         GREEDY,
         source,
@@ -132,20 +137,52 @@ def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
         transcript_path=tmp_path / "t.json",
         console=console,
     )
-    pcm, rate = sf.read(str(tmp_path / "out.wav"), dtype="float32")
-    assert rate == 24000 and pcm.shape == (38 * FRAME, 2)  # 48 kHz input resampled
-    np.testing.assert_allclose(pcm[:, 1], np.clip(result.moshi, -1, 1), atol=1 / 32767)
-    np.testing.assert_allclose(pcm[:, 0], np.clip(result.user, -1, 1), atol=1 / 32767)
-    assert np.corrcoef(result.user, speech)[0, 1] > 0.99  # the input, back at 24 kHz
-    saved = json.loads((tmp_path / "t.json").read_text())
-    assert saved == json.loads(json.dumps(result.transcript.to_json()))
-    assert set(saved["frames"][5]) == {
+    assert run.complete and run.frames == 38
+    # the same frames, read block by block as run_file reads them, in memory
+    frames = list(frames_of(read_audio_blocks(source, 24000), FRAME))
+    assert len(frames) == 38
+    engine = load_engine(resolve_checkpoint(tiny_request()), GREEDY)
+    expected = process_frames(engine, frames)
+    assert np.corrcoef(expected.user, speech)[0, 1] > 0.99  # the input, at 24 kHz
+    pcm16, rate = sf.read(str(tmp_path / "out.wav"), dtype="int16")
+    assert rate == 24000 and pcm16.shape == (38 * FRAME, 2)  # 48 kHz input resampled
+    for channel, pcm in enumerate([expected.user, expected.moshi]):
+        want = np.clip(np.rint(pcm * 32768), -32768, 32767)
+        np.testing.assert_array_equal(pcm16[:, channel], want)
+    saved = (tmp_path / "t.json").read_text()
+    assert saved == json.dumps(expected.transcript.to_json()) + "\n"
+    assert set(json.loads(saved)["frames"][5]) == {
         "step",
         "time",
         "text_token",
         "text",
         "audio_codes",
     }
+    assert not (tmp_path / "t.jsonl").exists()  # the log is gone once the JSON is
+
+
+def test_a_model_crash_keeps_the_answer_so_far(tmp_path, speech, monkeypatch):
+    monkeypatch.setattr(
+        file_mode, "load_engine", lambda *args: ScriptedEngine(fail_at=20)
+    )
+    sf.write(str(tmp_path / "in.wav"), speech, 24000)
+    with pytest.raises(MoshiError) as err:
+        run_file(
+            tiny_request(),
+            GREEDY,
+            tmp_path / "in.wav",
+            tmp_path / "out.wav",
+            transcript_path=tmp_path / "t.json",
+            console=Console(file=open(os.devnull, "w")),
+        )
+    assert str(err.value) == (
+        "Moshi stopped after 20 frames: RuntimeError: boom; the answer so far is in "
+        f"{tmp_path / 'out.wav'} and {tmp_path / 't.json'}"
+    )
+    pcm, _ = sf.read(str(tmp_path / "out.wav"), dtype="float32")
+    np.testing.assert_allclose(pcm, speech[: 20 * FRAME] * 0.5, atol=1 / 32767)
+    frames = json.loads((tmp_path / "t.json").read_text())["frames"]
+    assert [f["text"] for f in frames] == PIECES[:20]
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -173,6 +210,32 @@ def test_cli_file_mode_greedy(tmp_path, speech):
         outputs.append(sf.read(str(tmp_path / f"{name}.wav"))[0])
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
+
+
+def test_interrupted_file_mode_keeps_a_valid_partial_answer(tmp_path, speech):
+    sf.write(str(tmp_path / "in.wav"), np.tile(speech, 10), 24000)  # 380 frames
+    out, transcript = tmp_path / "out.wav", tmp_path / "t.json"
+    process = subprocess.Popen(
+        [sys.executable, "cli.py", "file", str(tmp_path / "in.wav"), str(out),
+         "--transcript", str(transcript), *TINY_FLAGS],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    # the output is a valid WAV from its first second on
+    while not (out.exists() and sf.info(str(out)).frames >= 24 * FRAME):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    match = re.search(r"stopped after (\d+) of 380 frames \(\d+\.\d s\): the answer "
+                      rf"so far is in {re.escape(str(out))} and ", stdout)  # fmt: skip
+    assert match, stdout
+    frames = int(match[1])
+    assert 24 <= frames < 380
+    assert sf.info(str(out)).frames == frames * FRAME
+    assert len(json.loads(transcript.read_text())["frames"]) == frames
+    assert not (tmp_path / "t.jsonl").exists()
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -1,4 +1,4 @@
-"""Mimi against Kyutai's PyTorch reference (../shared/fixtures/mimi), streaming vs batch, loading."""
+"""Mimi against Kyutai's PyTorch reference (tests/fixtures/mimi), streaming vs batch, loading."""
 
 from __future__ import annotations
 
@@ -284,6 +284,28 @@ def test_streaming_with_short_context_matches_reference(
     _assert_pcm_close(
         _stream_decode(mimi16, ref["codes_ctx16"]), ref["pcm_out_ctx16"][:, 0]
     )
+
+
+def test_compiled_steps_equal_op_by_op_steps(mimi_fixtures, small_config, ref):
+    """From its second step a stream replays one mx.compile graph: same codes and samples.
+
+    Context 16 makes the ring caches wrap within the clip.
+    """
+    cfg = dataclasses.replace(
+        small_config,
+        transformer=dataclasses.replace(small_config.transformer, context=16),
+    )
+    mimi16 = load_mimi(mimi_fixtures / "mimi_small.safetensors", cfg)
+    pcm = ref["pcm"][:, 0]
+    codes = _stream_encode(mimi16, pcm)
+    audio = _stream_decode(mimi16, codes)
+    assert {key[0] for key in mimi16._compiled} == {"_encode", "_decode"}
+    mx.disable_compile()
+    try:
+        np.testing.assert_array_equal(_stream_encode(mimi16, pcm), codes)
+        np.testing.assert_array_equal(_stream_decode(mimi16, codes), audio)
+    finally:
+        mx.enable_compile()
 
 
 def test_batch_equals_streaming(mimi, ref):

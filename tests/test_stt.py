@@ -16,14 +16,13 @@ from moshi_mlx.mimi import MimiStream
 from moshi_mlx.stt import (
     SttRequest,
     SttStream,
-    TimedWord,
     benchmark_step,
     load_stt,
     load_stt_mimi,
     pad_for_file,
     resolve_stt_checkpoint,
-    word_lines,
 )
+from moshi_mlx.words import Word, word_lines
 from moshi_mlx.stt.checkpoint import read_stt_config
 from moshi_mlx.stt.file import transcribe_pcm
 
@@ -132,7 +131,7 @@ def test_float32_parity_end_to_end_from_pcm(checkpoint, mimi, weights, golden):
 
 def expected_words(
     tokens: list[int], tokenizer, lead: float, delay: float
-) -> list[TimedWord]:
+) -> list[Word]:
     """Words by hand: '▁' starts one, padding ends one; time = t·0.08 − lead − delay."""
     words: list[list] = []
     open_word = False
@@ -147,7 +146,7 @@ def expected_words(
             words[-1][1] += piece
         open_word = True
     return [
-        TimedWord(round(max(0.0, t * FRAME_S - lead - delay), 3), w)
+        Word(round(max(0.0, t * FRAME_S - lead - delay), 3), w)
         for t, w in words
         if w
     ]
@@ -160,7 +159,7 @@ def test_file_words_and_times(checkpoint, mimi, ref, summary):
     assert result.tokens == summary["text_tokens"]
     assert result.text == summary["printed_text"].strip()
     want = expected_words(summary["text_tokens"], model.tokenizer, 0.16, 0.48)
-    want = [TimedWord(min(w.time, 1.52), w.text) for w in want]  # clamped to the clip
+    want = [Word(min(w.time, 1.52), w.text) for w in want]  # clamped to the clip
     assert result.words == want
     times = [w.time for w in result.words]
     assert times == sorted(times) and 0 < times[4] < times[-1] <= 1.52
@@ -217,7 +216,7 @@ def test_wider_codes_use_the_first_codebooks(checkpoint, ref):
 
 
 def test_word_lines_break_at_pauses():
-    words = [TimedWord(0.0, "hello"), TimedWord(0.4, "there"), TimedWord(2.5, "again")]
+    words = [Word(0.0, "hello"), Word(0.4, "there"), Word(2.5, "again")]
     assert word_lines(words) == ["[00:00.00] hello there", "[00:02.50] again"]
     assert word_lines([]) == []
 

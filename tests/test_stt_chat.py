@@ -33,12 +33,12 @@ from moshi_mlx.app.transcript import Transcript
 from moshi_mlx.app.ui import ChatState, ChatView, PlainView
 from moshi_mlx.stt import (
     SttStream,
-    TimedWord,
     load_stt,
     load_stt_mimi,
     resolve_stt_checkpoint,
 )
 from moshi_mlx.stt.live import SttStatus, load_chat_stt, user_transcriber
+from moshi_mlx.words import Word
 
 FRAME_S = 0.08
 
@@ -109,7 +109,7 @@ def test_chat_screen_shows_the_user_beside_moshi():
     assert "(your words appear here)" in text and "(Moshi's words appear here)" in text
     assert "you (speech-to-text)" in text and "words come ≈ 0.5 s after" in text
     state.on_frame(frame_event(0, " Hi"))
-    state.add_user_words([TimedWord(0.4, "hello"), TimedWord(0.72, "Moshi")])
+    state.add_user_words([Word(0.4, "hello"), Word(0.72, "Moshi")])
     state.stt = FakeStt(
         SttStatus(lag_frames=5, dropped_frames=25, step_ms=12.5, error=None)
     )
@@ -131,13 +131,13 @@ def test_plain_view_prints_finished_user_lines():
     state.stt = FakeStt(SttStatus(0, 0, 10.0, None))
     lines: list[str] = []
     view = PlainView(state, lines.append)
-    state.add_user_words([TimedWord(0.4, "hello"), TimedWord(0.72, "there")])
+    state.add_user_words([Word(0.4, "hello"), Word(0.72, "there")])
     view.on_frame(frame_event(20))  # 1.6 s: the line may still grow
     assert lines == []
-    state.add_user_words([TimedWord(1.2, "Moshi")])
+    state.add_user_words([Word(1.2, "Moshi")])
     view.on_frame(frame_event(40))  # 3.2 s: 1.2 + 0.5 delay + 1.5 pause passed
     assert lines == ["you [00:00.40] hello there Moshi"]
-    state.add_user_words([TimedWord(5.0, "bye")])
+    state.add_user_words([Word(5.0, "bye")])
     view.close(FakeDuplex().stats())
     assert lines[1] == "you [00:05.00] bye" and lines[2].startswith("status steps")
 
@@ -191,7 +191,7 @@ def test_live_chat_records_the_user_words(tmp_path, speech):
     feeder.start()
     out = io.StringIO()
     try:
-        recorder = Recorder(tmp_path, 24000, 1920)
+        recorder = Recorder(tmp_path, 24000, 1920, user_words=True)
         console = Console(file=out, width=300)
         converse(engine, audio, recorder, False, console, transcriber=transcriber)
     finally:

@@ -13,7 +13,8 @@ from test_stt import fixture_request
 
 from moshi_mlx.stt import SttStream, load_stt, resolve_stt_checkpoint
 from moshi_mlx.stt.live import LiveTranscriber
-from moshi_mlx.stt.stream import SttStep, TimedWord
+from moshi_mlx.stt.stream import SttStep
+from moshi_mlx.words import Word
 
 FRAME_S = 0.08
 
@@ -47,10 +48,10 @@ class GatedStream:
         if frame == self.fail_at:
             raise RuntimeError("stt boom")
         self.frames.append(frame)
-        return SttStep(frame, 10, [TimedWord(frame * FRAME_S, f"w{frame}")])
+        return SttStep(frame, 10, [Word(frame * FRAME_S, f"w{frame}")])
 
-    def flush(self) -> list[TimedWord]:
-        return [TimedWord(99.0, "last")]
+    def flush(self) -> list[Word]:
+        return [Word(99.0, "last")]
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:

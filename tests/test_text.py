@@ -7,7 +7,8 @@ import json
 import pytest
 
 from moshi_mlx.errors import ConfigError
-from moshi_mlx.text import TEXT_EPAD, TEXT_PAD, Tokenizer, Word, WordAssembler
+from moshi_mlx.text import TEXT_EPAD, TEXT_PAD, Tokenizer, WordAssembler
+from moshi_mlx.words import Word
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,13 @@ def test_words_are_assembled_with_their_first_step(tokenizer):
         starts.append(len(stream))
         stream += word_ids + [TEXT_PAD] * 2
     assert [t for t in stream if t not in (TEXT_PAD, TEXT_EPAD)] == ids
-    assembler, words = WordAssembler(tokenizer), []
+    assembler, words = WordAssembler(tokenizer, lambda step: step * 0.08), []
     for step, token in enumerate(stream):
         words += assembler.push(token, step)
     assert len(words) == 4  # the last word waits for the next one or for flush()
     words += assembler.flush()
     assert words == [
-        Word(w, s)
+        Word(s * 0.08, w)
         for w, s in zip("the house and the wave".split(), starts, strict=True)
     ]
     assert assembler.flush() == []

@@ -10,7 +10,16 @@ from app_fakes import FRAME, PIECES, FakeDuplex
 from rich.console import Console
 
 from moshi_mlx.app.loop import FrameEvent
-from moshi_mlx.app.ui import ChatState, ChatView, PlainView, level_db, meter
+from moshi_mlx.app.transcript import Transcript
+from moshi_mlx.app.ui import (
+    KEEP_LINES,
+    TRANSCRIPT_CHARS,
+    ChatState,
+    ChatView,
+    PlainView,
+    level_db,
+    meter,
+)
 
 FRAME_S = 0.08
 
@@ -140,3 +149,32 @@ def test_long_transcript_keeps_its_tail():
         state.on_frame(event(step, f" w{step}"))
     text = screen(ChatView(state), FakeDuplex().stats())
     assert "…" in text and "w399" in text and " w10 " not in text
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        pytest.param(PIECES, id="sentences"),
+        pytest.param([" a"] + [""] * 20, id="shortest-lines"),
+    ],
+)
+def test_a_long_chat_keeps_only_what_the_screen_shows(pieces):
+    """The state remembers the recent lines; the screen's tail and the plain lines are
+    those of the whole transcript."""
+    state = ChatState(FRAME_S, context_steps=3000)
+    printed: list[str] = []
+    view = PlainView(state, printed.append)
+    transcript = Transcript(FRAME_S)
+    for step in range(5000):
+        piece = pieces[step % len(pieces)]
+        frame = event(step, piece)
+        state.on_frame(frame)
+        view.on_frame(frame)
+        transcript.add(step, frame.text_token, piece, None)
+    full = transcript.to_text().rstrip("\n")
+    assert full.count("\n") > 2 * KEEP_LINES
+    assert len(state.moshi_lines.lines()) == KEEP_LINES + 1
+    assert state.moshi_lines.tail(TRANSCRIPT_CHARS) == "…" + full[-TRANSCRIPT_CHARS:]
+    assert full.splitlines()[-1] in screen(ChatView(state), FakeDuplex().stats())
+    view.close(FakeDuplex().stats())
+    assert printed[:-1] == [f"moshi {line}" for line in full.splitlines()]

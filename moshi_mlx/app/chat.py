@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +17,11 @@ from ..errors import AudioError, MoshiError
 from ..mimi import MimiConfig
 from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
+from ..words import format_time
 from .engine import MoshiEngine, SamplingSettings, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
 from .recorder import Recorder
-from .transcript import format_time
+from .signals import stop_on_signals
 from .ui import (
     ECHO_HINT,
     HEADPHONES_HINT,
@@ -31,6 +31,7 @@ from .ui import (
     KeyReader,
     PlainView,
 )
+from .watchdog import CallbackWatchdog
 
 REFRESH_S = 0.1  # UI refresh / event wait period
 STOP_TIMEOUT_S = 10.0  # how long to wait for the worker to finish its frame on exit
@@ -50,23 +51,6 @@ class ChatOptions:
     noise_suppression: bool = False
     # also record the mic as Moshi heard it (after filtering)
     record_processed: bool = False
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C / SIGTERM set `stop` (a second Ctrl-C interrupts at once)."""
-
-    def handle(signum, frame) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def run_chat(
@@ -121,6 +105,7 @@ def run_chat(
                 engine.sample_rate,
                 engine.frame_size,
                 processed=options.record_processed,
+                user_words=transcriber is not None,
             )
             if options.record_dir is not None
             else None
@@ -198,8 +183,7 @@ def converse(
         loop_audio = EchoFedAudio(audio, echo)  # frames dropped for lag: still cleaned
     if transcriber is not None:
         state.stt = transcriber
-        if recorder is not None:
-            recorder.transcript.user_words = []
+    state.recorder = recorder
     plain = None if ui else PlainView(state, lambda line: _print_plain(console, line))
     loop = FrameLoop(
         engine, loop_audio, mic_filter=mic_filter, user_transcriber=transcriber
@@ -230,13 +214,14 @@ def converse(
         state.add_user_words(words)
         if recorder is not None:
             for word in words:
-                recorder.transcript.add_user_word(word.time, word.text)
+                recorder.add_user_word(word.time, word.text)
 
     if ui:
         display = _live(ChatView(state), audio, console)
     else:
         display = _plain(plain, audio, console)
-    stream_lost = False
+    lost: str | None = None  # why the audio stream was lost
+    watchdog = CallbackWatchdog()
     try:
         with stop_on_signals(stop), KeyReader() as keys, display as refresh:
             if transcriber is not None:
@@ -247,8 +232,8 @@ def converse(
                 take_user_words()
                 stats = audio.stats()
                 refresh(stats)
-                stream_lost = not stats.get("active", True)
-                if stream_lost or "q" in keys.pressed().lower():
+                lost = _stream_lost(stats, watchdog)
+                if lost is not None or "q" in keys.pressed().lower():
                     stop.set()
             loop.stop(STOP_TIMEOUT_S)
             if stopped is None:  # take in the frames still queued
@@ -266,7 +251,19 @@ def converse(
             recorder.close()
     if transcriber is not None and transcriber.error is not None:
         _print_plain(console, f"the user transcript stopped early: {transcriber.error}")
-    _report(state, recorder, stopped, console, stream_lost)
+    _report(state, recorder, stopped, console, lost)
+
+
+def _stream_lost(stats: dict, watchdog: CallbackWatchdog) -> str | None:
+    """Why the audio stream is gone (stopped, or silent while "active"), or None."""
+    if not stats.get("active", True):
+        return "a device was disconnected or failed"
+    if watchdog.stalled(stats):
+        return (
+            f"no sound from the devices for {watchdog.limit_s:.0f} s although the "
+            "stream runs (a device was disconnected or failed)"
+        )
+    return None
 
 
 @contextmanager
@@ -316,7 +313,7 @@ def _report(
     recorder: Recorder | None,
     stopped: LoopStopped | None,
     console: Console,
-    stream_lost: bool = False,
+    lost: str | None = None,
 ) -> None:
     """Say where the recording is; raise on a model crash, lost device or disk error."""
     crashed = stopped is not None and stopped.error is not None
@@ -324,17 +321,19 @@ def _report(
     if recorder is not None:
         seconds = recorder.seconds_saved
         saved = f"recording saved in {recorder.directory} ({seconds:.1f} s)"
-        if recorder.error is None and not crashed and not stream_lost:
+        if recorder.errors:
+            saved = f"recording: {'; '.join(recorder.errors)}; {saved}"
+        elif not crashed and lost is None:
             _print_plain(console, saved)
     suffix = f"; {saved}" if saved else ""
     if crashed:
         raise MoshiError(
             f"the model stopped after {state.steps} frames: {stopped.error}{suffix}"
         )
-    if stream_lost:
+    if lost is not None:
         raise AudioError(
-            f"the audio stream stopped after {format_time(state.elapsed)}: a device "
-            f"was disconnected or failed (see `python cli.py devices`){suffix}"
+            f"the audio stream stopped after {format_time(state.elapsed)}: {lost} "
+            f"(see `python cli.py devices`){suffix}"
         )
-    if recorder is not None and recorder.error is not None:
-        raise MoshiError(recorder.error)
+    if recorder is not None and recorder.errors:
+        raise MoshiError(saved)

@@ -137,6 +137,7 @@ def load_engine(
     than Moshi reads (for a user transcriber); Moshi still reads its own first ones.
     """
     from ..lm import LmConfig, LmGen, Sampler, load_lm
+    from ..lm.float32 import promote
     from ..lm.loading import quantization_of
     from ..mimi import MimiConfig, MimiStream, load_mimi
     from ..text import Tokenizer
@@ -162,6 +163,7 @@ def load_engine(
             f"{checkpoint.lm_weight} is quantized ({stored}), not bf16: "
             "drop --quantized bf16 or pass the matching --quantized 4|8"
         )
+    promote(model, checkpoint.float32_parts)
     tokenizer = Tokenizer(checkpoint.tokenizer)
 
     gen = LmGen(

@@ -1,10 +1,18 @@
-"""Moshi on a recording: the same per-frame work as a live chat, as fast as possible."""
+"""Moshi on a recording: the same per-frame work as a live chat, as fast as possible.
+
+`run_file` streams: it reads the input a block at a time and writes Moshi's audio and
+the transcript every second of audio, so its memory does not depend on the
+recording's length. The output WAV and the transcript log (`answer.jsonl` beside
+`--transcript answer.json`) are valid at every moment; Ctrl-C, SIGTERM, SIGHUP or a
+crash leaves the answer so far (the JSON is written from the log) and says so.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,32 +20,50 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..audio.files import read_audio, write_audio
+from ..audio.files import audio_length, frames_of, open_audio_writer, read_audio_blocks
 from ..checkpoints import WeightRequest, resolve_checkpoint
-from ..errors import AudioError, MoshiError
+from ..errors import AudioError, ConfigError, MoshiError
 from .engine import MoshiEngine, SamplingSettings, StepResult, load_engine
-from .recorder import write_atomic
-from .transcript import Transcript
+from .recorder import FLUSH_SECONDS, reason
+from .signals import stop_on_signals
+from .transcript import Transcript, TranscriptLog, finish_transcript, log_path_for
 
 
 @dataclass(frozen=True)
 class FileResult:
-    """Moshi's answer to a whole recording."""
+    """Moshi's answer to a whole recording, in memory."""
 
-    user: np.ndarray  # (frames * frame_size,) the input, zero-padded to whole frames
-    moshi: (
-        np.ndarray
-    )  # (frames * frame_size,) Moshi's audio, sample-aligned with `user`
+    # (frames * frame_size,) the input, zero-padded to whole frames
+    user: np.ndarray
+    # (frames * frame_size,) Moshi's audio, sample-aligned with `user`
+    moshi: np.ndarray
     transcript: Transcript
     seconds: float  # processing wall time
 
 
+@dataclass(frozen=True)
+class FileRun:
+    """What `run_file` did."""
+
+    frames: int  # frames answered and written
+    audio_seconds: float  # their length
+    seconds: float  # processing wall time
+    complete: bool  # False: stopped early; the files hold the answer so far
+
+
 def split_frames(pcm: np.ndarray, frame_size: int) -> np.ndarray:
     """(T,) audio → (frames, frame_size), zero-padding the last partial frame."""
-    frames = -(-pcm.shape[0] // frame_size)
-    padded = np.zeros(frames * frame_size, np.float32)
-    padded[: pcm.shape[0]] = pcm
-    return padded.reshape(frames, frame_size)  # (frames, frame_size)
+    frames = list(frames_of([np.asarray(pcm, np.float32)], frame_size))
+    return np.stack(frames) if frames else np.zeros((0, frame_size), np.float32)
+
+
+def answer_frames(
+    engine: MoshiEngine, frames: Iterable[np.ndarray]
+) -> Iterator[tuple[np.ndarray, StepResult]]:
+    """(frame, Moshi's step on it) for every frame, from a fresh engine state."""
+    engine.reset()
+    for frame in frames:
+        yield frame, engine.step(frame)
 
 
 def process_frames(
@@ -45,13 +71,11 @@ def process_frames(
     frames: Iterable[np.ndarray],
     on_step: Callable[[StepResult], None] | None = None,
 ) -> FileResult:
-    """Run every frame through `engine` (from a fresh state) and collect the results."""
-    engine.reset()
+    """Run every frame through `engine` (from a fresh state); all kept in memory."""
     transcript = Transcript(engine.frame_seconds)
     user, moshi = [], []
     start = time.perf_counter()
-    for frame in frames:
-        result = engine.step(frame)
+    for frame, result in answer_frames(engine, frames):
         user.append(frame)
         moshi.append(result.pcm)
         transcript.add(result.step, result.text_token, result.text, result.audio_codes)
@@ -67,6 +91,90 @@ def process_frames(
     )
 
 
+class AnswerWriter:
+    """Moshi's audio (with the user's, `stereo`) and transcript, written as they come.
+
+    The audio is appended every FLUSH_SECONDS; the transcript goes to its log and
+    becomes the JSON on `close`. Write errors are one-line MoshiErrors naming the file.
+    """
+
+    def __init__(
+        self,
+        output: Path,
+        engine: MoshiEngine,
+        stereo: bool,
+        transcript: Path | None,
+    ) -> None:
+        self.output = output
+        self.transcript = transcript
+        self.frames = 0
+        self._stereo = stereo
+        self._pending: list[np.ndarray] = []
+        self._lines: list[str] = []
+        self._flush_frames = max(1, round(FLUSH_SECONDS / engine.frame_seconds))
+        self._log: TranscriptLog | None = None
+        if transcript is not None:
+            log = log_path_for(transcript)
+            try:
+                transcript.parent.mkdir(parents=True, exist_ok=True)
+                log.unlink(missing_ok=True)
+                self._log = TranscriptLog(log, engine.frame_seconds)
+            except OSError as exc:
+                raise MoshiError(f"cannot write {log}: {reason(exc)}") from None
+        channels = 2 if stereo else 1
+        self._audio = open_audio_writer(output, engine.sample_rate, channels)
+
+    def add(self, frame: np.ndarray, result: StepResult) -> None:
+        """Queue one answered frame; writes every FLUSH_SECONDS of audio."""
+        pcm = np.stack([frame, result.pcm], axis=1) if self._stereo else result.pcm
+        self._pending.append(pcm)
+        if self._log is not None:
+            self._lines.append(
+                self._log.frame_line(
+                    result.step, result.text_token, result.text, result.audio_codes
+                )
+            )
+        self.frames += 1
+        if len(self._pending) >= self._flush_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued."""
+        blocks, self._pending = self._pending, []
+        lines, self._lines = self._lines, []
+        try:
+            if blocks:
+                self._audio.append(np.concatenate(blocks))
+        except OSError as exc:
+            raise AudioError(f"cannot write {self.output}: {reason(exc)}") from None
+        if self._log is not None:
+            try:
+                self._log.append(lines, len(blocks))
+            except OSError as exc:
+                raise MoshiError(
+                    f"cannot write {self._log.path}: {reason(exc)}"
+                ) from None
+
+    def close(self) -> None:
+        """Write what is queued, close the audio, write the JSON from the log."""
+        try:
+            self.flush()
+        finally:
+            self._audio.close()
+            if self._log is not None:
+                self._log.close()
+        if self._log is not None and self.transcript is not None:
+            try:
+                finish_transcript(self._log.path, self.transcript)
+            except OSError as exc:
+                raise MoshiError(
+                    f"cannot write {self.transcript}: {reason(exc)} (the transcript "
+                    f"is kept in {self._log.path}: `moshi-mlx recover` writes it)"
+                ) from None
+            with contextlib.suppress(OSError):
+                self._log.path.unlink()
+
+
 def run_file(
     request: WeightRequest,
     sampling: SamplingSettings,
@@ -75,43 +183,82 @@ def run_file(
     stereo: bool = False,
     transcript_path: Path | None = None,
     console: Console | None = None,
-) -> FileResult:
-    """Answer the recording `input_path`; write Moshi's audio (and the transcript)."""
+) -> FileRun:
+    """Answer the recording `input_path`; write Moshi's audio (and the transcript).
+
+    Ctrl-C (once), SIGTERM or SIGHUP stop early with the answer so far written
+    (`complete` False); a crash of the model also keeps it and raises a MoshiError.
+    """
     console = console or Console()
     if not input_path.is_file():  # fail before the slow model loading
         raise AudioError(f"audio file not found: {input_path}")
+    if transcript_path is not None and log_path_for(transcript_path) == transcript_path:
+        raise ConfigError(f"--transcript {transcript_path}: name it .json")
     checkpoint = resolve_checkpoint(request)
     with console.status("loading Moshi…"):
         engine = load_engine(checkpoint, sampling)
-    pcm = read_audio(input_path, engine.sample_rate)
-    frames = split_frames(pcm, engine.frame_size)
-    with Progress(
+    # opening it reports an unreadable input before any output exists
+    total = -(-audio_length(input_path, engine.sample_rate) // engine.frame_size)
+    blocks = read_audio_blocks(input_path, engine.sample_rate)
+    frames = frames_of(blocks, engine.frame_size)
+    writer = AnswerWriter(output_path, engine, stereo, transcript_path)
+    stop = threading.Event()
+    stopped = False
+    crash: str | None = None
+    start = time.perf_counter()
+    try:
+        with stop_on_signals(stop), _progress(console) as progress:
+            task = progress.add_task(f"Moshi on {input_path.name}", total=total)
+            for frame, result in answer_frames(engine, frames):
+                writer.add(frame, result)
+                progress.advance(task)
+                if stop.is_set():
+                    stopped = True
+                    break
+    except MoshiError:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C
+        stopped = True
+    except Exception as exc:  # the model failed: keep the answer so far
+        crash = f"{type(exc).__name__}: {exc}".strip()
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - start
+    run = FileRun(
+        writer.frames, writer.frames * engine.frame_seconds, seconds, not stopped
+    )
+    kept = f"the answer so far is in {_outputs(writer)}"
+    if crash is not None:
+        raise MoshiError(f"Moshi stopped after {run.frames} frames: {crash}; {kept}")
+    if not run.complete:
+        console.print(
+            f"stopped after {run.frames} of {total} frames ({run.audio_seconds:.1f} s):"
+            f" {kept}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return run
+    rtf = run.seconds / max(run.audio_seconds, 1e-9)
+    console.print(
+        f"{run.frames} frames ({run.audio_seconds:.1f} s) in {run.seconds:.1f} s "
+        f"(real-time factor {rtf:.2f}) → {output_path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return run
+
+
+def _outputs(writer: AnswerWriter) -> str:
+    if writer.transcript is None:
+        return str(writer.output)
+    return f"{writer.output} and {writer.transcript}"
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} frames"),
         TimeRemainingColumn(),
         console=console,
-    ) as progress:
-        task = progress.add_task(f"Moshi on {input_path.name}", total=len(frames))
-        result = process_frames(engine, frames, lambda _: progress.advance(task))
-    audio = np.stack([result.user, result.moshi], axis=1) if stereo else result.moshi
-    write_audio(output_path, audio, engine.sample_rate)
-    if transcript_path is not None:
-        try:
-            transcript_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(
-                transcript_path, json.dumps(result.transcript.to_json()) + "\n"
-            )
-        except OSError as exc:
-            raise MoshiError(
-                f"cannot write {transcript_path}: {exc.strerror or exc}"
-            ) from None
-    audio_seconds = len(frames) * engine.frame_seconds
-    rtf = result.seconds / max(audio_seconds, 1e-9)
-    console.print(
-        f"{len(frames)} frames ({audio_seconds:.1f} s) in {result.seconds:.1f} s "
-        f"(real-time factor {rtf:.2f}) → {output_path}",
-        highlight=False,
-        soft_wrap=True,
     )
-    return result

@@ -16,8 +16,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..words import LINE_PAUSE_S, SpeechLines, Word, WordJoiner, format_time
 from .loop import FrameEvent
-from .transcript import LINE_PAUSE_S, Transcript, Word, format_time, speech_lines
 
 HEADPHONES_HINT = (
     "Use headphones: echo cancellation is off (--aec off), so through speakers Moshi "
@@ -33,6 +33,8 @@ STEP_WINDOW = 125  # frames (10 s) behind the step-time percentiles
 LEVEL_FLOOR_DB = -60.0
 METER_WIDTH = 12
 TRANSCRIPT_CHARS = 600  # tail of the transcript kept on screen
+# finished lines remembered per speaker: enough for TRANSCRIPT_CHARS of the shortest
+KEEP_LINES = TRANSCRIPT_CHARS // len("[00:00.00] x\n") + 1
 STATUS_EVERY_S = 5.0  # --no-ui status line period
 
 
@@ -49,7 +51,10 @@ def meter(db: float) -> str:
 
 
 class ChatState:
-    """Everything the views show, updated from frame events and the audio stats."""
+    """Everything the views show, updated from frame events and the audio stats.
+
+    Bounded: the recent lines of each side and the recent step times, not the history.
+    """
 
     def __init__(
         self,
@@ -62,7 +67,8 @@ class ChatState:
         self.context_steps = context_steps
         # steps between hearing a frame and completing Moshi's frame of that time
         self.answer_delay_frames = answer_delay_frames
-        self.transcript = Transcript(frame_seconds)
+        self.moshi_lines = SpeechLines(keep=KEEP_LINES)
+        self._moshi_words = WordJoiner()
         self.step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
         self.steps = 0
         self.dropped_frames = 0
@@ -76,7 +82,9 @@ class ChatState:
         self.echo = None
         # the LiveTranscriber writing the user's words (moshi_mlx.stt.live), if any
         self.stt = None
-        self.user_words: list[Word] = []
+        self.user_lines = SpeechLines(keep=KEEP_LINES)
+        # the Recorder saving the chat (moshi_mlx.app.recorder), if any
+        self.recorder = None
 
     def on_frame(self, event: FrameEvent) -> None:
         """Take in one processed frame."""
@@ -86,13 +94,20 @@ class ChatState:
         self.dropped_frames = event.dropped_frames
         self.mic_db = level_db(event.user_pcm)
         self.moshi_db = level_db(event.moshi_pcm)
-        self.transcript.add(event.step, event.text_token, event.text, None)
+        joined = self._moshi_words.push(round(event.time, 3), event.text)
+        if joined is not None:
+            word, started = joined
+            if started:
+                self.moshi_lines.add(word)
+            else:
+                self.moshi_lines.replace_last(word)
         if event.text:
             self.last_text_time = event.time
 
-    def add_user_words(self, words) -> None:
-        """Take in the user's new words (.time in conversation seconds, .text)."""
-        self.user_words += [Word(w.time, w.text, w.time) for w in words]
+    def add_user_words(self, words: list[Word]) -> None:
+        """Take in the user's new words (times in conversation seconds)."""
+        for word in words:
+            self.user_lines.add(word)
 
     @property
     def speaking(self) -> bool:
@@ -195,6 +210,11 @@ class ChatState:
                 if self.stt is not None
                 else []
             ),
+            *(
+                [("recording", recording_status(self.recorder))]
+                if self.recorder is not None
+                else []
+            ),
             ("mic level", f"{meter(self.mic_db)} {self.mic_db:5.0f} dB"),
             ("moshi level", f"{meter(self.moshi_db)} {self.moshi_db:5.0f} dB"),
             ("elapsed", format_time(self.elapsed)),
@@ -252,9 +272,14 @@ def stt_status(stt, frame_seconds: float) -> str:
     )
 
 
-def tail_text(text: str) -> str:
-    """The end of a transcript that fits on screen."""
-    return "…" + text[-TRANSCRIPT_CHARS:] if len(text) > TRANSCRIPT_CHARS else text
+def recording_status(recorder) -> str:
+    """What is saved, how long the last writes took, and any file that failed."""
+    slowest = max(recorder.recent_write_ms, default=0.0)
+    saved = (
+        f"{format_time(recorder.seconds_saved)} saved in {recorder.directory} · "
+        f"writes ≤ {slowest:.1f} ms"
+    )
+    return "; ".join([*recorder.errors, saved])
 
 
 class ChatView:
@@ -270,14 +295,13 @@ class ChatView:
             indicator = Text("● Moshi is speaking", style="bold green")
         else:
             indicator = Text("○ listening", style="dim")
-        text = tail_text(state.transcript.to_text().rstrip("\n"))
+        text = state.moshi_lines.tail(TRANSCRIPT_CHARS)
         body = Text(text) if text else Text("(Moshi's words appear here)", "dim")
         transcript = Panel(
             body, title="Moshi", subtitle=indicator, subtitle_align="left"
         )
         if state.stt is not None:  # the user's words beside Moshi's
-            lines = "\n".join(line for _, line in speech_lines(state.user_words))
-            mine = tail_text(lines)
+            mine = state.user_lines.tail(TRANSCRIPT_CHARS)
             you = Panel(
                 Text(mine) if mine else Text("(your words appear here)", "dim"),
                 title="You",
@@ -305,39 +329,50 @@ class PlainView:
         self.write = write
         self._printed_lines = 0
         self._printed_user_lines = 0
+        self._printed_errors = 0
         self._next_status = STATUS_EVERY_S
 
     def on_frame(self, event: FrameEvent) -> None:
         """Print transcript lines that can no longer grow."""
-        words = self.state.transcript.words
-        lines = self.state.transcript.to_text().splitlines()
-        done = len(lines) - 1
-        if words and event.time - words[-1].end > LINE_PAUSE_S:
-            done = len(lines)
-        self._print_lines(lines[:done])
+        lines = self.state.moshi_lines
+        done = lines.count - 1
+        if lines.last_end is not None and event.time - lines.last_end > LINE_PAUSE_S:
+            done = lines.count
+        self._printed_lines = self._print("moshi", lines, self._printed_lines, done)
         self._print_user_lines(event.time)
 
     def _print_user_lines(self, now: float | None) -> None:
         """Print the user's lines that can no longer grow (all if `now` is None)."""
-        words, stt = self.state.user_words, self.state.stt
-        lines = [line for _, line in speech_lines(words)]
-        done = len(lines)
-        if now is not None and stt is not None and words:
+        lines, stt = self.state.user_lines, self.state.stt
+        done = lines.count
+        if now is not None and stt is not None and lines.last_end is not None:
             # a word is written about the STT delay (plus its lag) after it is said
             lag = stt.status().lag_frames * self.state.frame_seconds
-            if now - stt.delay_seconds - lag - words[-1].end <= LINE_PAUSE_S:
+            if now - stt.delay_seconds - lag - lines.last_end <= LINE_PAUSE_S:
                 done -= 1
-        for line in lines[self._printed_user_lines : done]:
-            self.write(f"you {line}")
-        self._printed_user_lines = max(self._printed_user_lines, done)
+        self._printed_user_lines = self._print(
+            "you", lines, self._printed_user_lines, done
+        )
 
-    def _print_lines(self, lines: list[str]) -> None:
-        for line in lines[self._printed_lines :]:
-            self.write(f"moshi {line}")
-        self._printed_lines = max(self._printed_lines, len(lines))
+    def _print(self, who: str, lines: SpeechLines, printed: int, done: int) -> int:
+        """Print the lines numbered `printed` to `done` - 1; returns how many are."""
+        for line in lines.since(printed)[: done - printed]:
+            self.write(f"{who} {line}")
+        return max(printed, done)
+
+    def _print_errors(self) -> None:
+        """Print recording failures the moment they are known."""
+        recorder = self.state.recorder
+        if recorder is None:
+            return
+        new = recorder.errors[self._printed_errors :]
+        for error in new:
+            self.write(f"recording: {error}")
+        self._printed_errors += len(new)
 
     def tick(self, audio: dict) -> None:
-        """Print the status line when its period has passed."""
+        """Print new recording failures, and the status line when its period passed."""
+        self._print_errors()
         if self.state.elapsed >= self._next_status:
             self._next_status += STATUS_EVERY_S
             self.write(self.status_line(audio))
@@ -350,7 +385,11 @@ class PlainView:
     def close(self, audio: dict) -> None:
         """Print the last transcript lines and a final status line."""
         self._print_user_lines(None)
-        self._print_lines(self.state.transcript.to_text().splitlines())
+        lines = self.state.moshi_lines
+        self._printed_lines = self._print(
+            "moshi", lines, self._printed_lines, lines.count
+        )
+        self._print_errors()
         self.write(self.status_line(audio))
 
 

@@ -43,9 +43,9 @@ class BenchOptions:
 
 
 def default_clip() -> Path:
-    """The Mimi fixtures' speech clip, vendored in a clone's tests/fixtures."""
-    fixtures = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
-    return fixtures / "mimi" / "mimi_small_ref.safetensors"
+    """The Mimi fixtures' speech clip, in the checkout's tests/fixtures."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo / "tests" / "fixtures" / "mimi" / "mimi_small_ref.safetensors"
 
 
 def read_clip(path: Path | None, sample_rate: int) -> tuple[np.ndarray, str]:

@@ -28,10 +28,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Process the whole file."""
+    """Process the whole file (130 when stopped early by a signal)."""
     from ..app.file_mode import run_file
 
-    run_file(
+    result = run_file(
         weight_request(args),
         sampling_settings(args),
         args.input,
@@ -39,4 +39,4 @@ def run(args: argparse.Namespace) -> int:
         stereo=args.stereo,
         transcript_path=args.transcript,
     )
-    return 0
+    return 0 if result.complete else 130

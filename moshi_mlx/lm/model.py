@@ -52,9 +52,16 @@ class TransformerLayer(nn.Module):
         self.norm2 = RMSNorm(dim)
         self.gating = Gating(dim, hidden)
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """Compute dtype: its norms' (float32 once `float32.promote`d on a CPU)."""
+        return self.norm1.weight.dtype
+
     def __call__(self, x: mx.array, cache: KVCache) -> mx.array:
+        dtype = x.dtype
+        x = x.astype(self.dtype)
         x = x + self.self_attn(self.norm1(x), cache)
-        return x + self.gating(self.norm2(x))
+        return (x + self.gating(self.norm2(x))).astype(dtype)
 
 
 class Transformer(nn.Module):
@@ -122,6 +129,11 @@ class Depformer(nn.Module):
             for k in range(cfg.dep_q)
         ]
 
+    @property
+    def dtype(self) -> mx.Dtype:
+        """Compute dtype: its norms' (float32 once `float32.promote`d on a CPU)."""
+        return self.slices[0].transformer.layers[0].norm1.weight.dtype
+
     def __call__(
         self,
         h: mx.array,
@@ -134,6 +146,7 @@ class Depformer(nn.Module):
         KV cache is shared by the slices (slice k attends to positions 0..k) and
         lives for this frame only. Returns the chosen tokens (B, dep_q).
         """
+        h = h.astype(self.dtype)
         first = self.slices[0].transformer
         cache = first.make_cache(h.shape[0], len(self.slices), h.dtype)
         last, tokens = text_token, []
@@ -186,9 +199,15 @@ class Lm(nn.Module):
         x = self.transformer(x[:, None], cache)  # (B, 1, D)
         return self.out_norm(x[:, 0])
 
+    @property
+    def text_dtype(self) -> mx.Dtype:
+        """Compute dtype of the text head (float32 once `float32.promote`d)."""
+        head = self.text_linear
+        return head.weight.dtype if isinstance(head, nn.Linear) else self.dtype
+
     def text_logits(self, h: mx.array) -> mx.array:
         """Text head on the temporal output: (B, D) -> (B, text_card) float32."""
-        return self.text_linear(h).astype(mx.float32)
+        return self.text_linear(h.astype(self.text_dtype)).astype(mx.float32)
 
     def depformer_logits(self, h: mx.array, tokens: mx.array) -> mx.array:
         """Teacher-forced depformer on inputs (B, dep_q) = [text, audio 0..dep_q-2].

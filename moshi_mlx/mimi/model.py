@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +79,8 @@ class Mimi(nn.Module):
         self.downsample = Nest(conv=downsample)
         self.upsample = Nest(convtr=upsample)
         self.quantizer = SplitResidualVectorQuantizer(cfg.quantizer)
+        # compiled streaming steps by (step, codebooks); see `_step`
+        self._compiled: dict[tuple, Callable] = {}
 
     @property
     def max_codebooks(self) -> int:
@@ -114,11 +118,15 @@ class Mimi(nn.Module):
             raise ValueError(
                 f"streaming input must be a multiple of {self.frame_size} samples"
             )
-        return self._encode(pcm, state, num_codebooks)
+        n = self.num_codebooks if num_codebooks is None else num_codebooks
+        self._check_codebooks(n)
+        tokens = pcm.shape[-1] // self.config.seanet.hop_length
+        return self._step(self._encode, pcm, state, tokens, n)
 
     def decode_step(self, codes: mx.array, state: DecoderState) -> mx.array:
         """Continue a stream: codes (B, K, n) -> audio (B, n * frame_size)."""
-        return self._decode(codes, state)
+        tokens = codes.shape[-1] * self.config.resample_stride
+        return self._step(self._decode, codes, state, tokens)
 
     def make_encoder_state(self, batch: int = 1) -> EncoderState:
         """State at the start of an encoding stream."""
@@ -136,29 +144,71 @@ class Mimi(nn.Module):
             self.decoder.make_state(),
         )
 
-    def _encode(
-        self, pcm: mx.array, state: EncoderState | None, num_codebooks: int | None
+    def _step(
+        self,
+        run: Callable[..., mx.array],
+        x: mx.array,
+        state: EncoderState | DecoderState,
+        tokens: int,
+        *args: int,
     ) -> mx.array:
-        n = self.num_codebooks if num_codebooks is None else num_codebooks
+        """One streaming step of `run` (`_encode` / `_decode`), compiled once it can be.
+
+        The first step of a stream runs op by op: it creates the conv memories.
+        From then on every array of the state keeps its shape, so the step is
+        replayed as one `mx.compile` graph (per input shape), its elementwise ops
+        fused, with the state's arrays as inputs and outputs. The transformer
+        writes at `position`, the caches' host offset, advanced here by `tokens`.
+        """
+        caches = state.transformer
+        position = mx.array(caches[0].offset, mx.int32)
+        slots = _slots(state)
+        if any(getattr(holder, name) is None for holder, name in slots):
+            out = run(x, state, *args, position)
+        else:
+            key = (run.__name__, *args)
+            if key not in self._compiled:
+                self._compiled[key] = mx.compile(_replay(run, state, args), inputs=self)
+            arrays = [getattr(holder, name) for holder, name in slots]
+            out, arrays = self._compiled[key](x, position, arrays)
+            for (holder, name), array in zip(slots, arrays):
+                setattr(holder, name, array)
+        for cache in caches:
+            cache.offset += tokens
+        return out
+
+    def _encode(
+        self,
+        pcm: mx.array,
+        state: EncoderState | None,
+        n: int | None,
+        position: mx.array | None = None,
+    ) -> mx.array:
+        n = self.num_codebooks if n is None else n
         self._check_codebooks(n)
         stream = state is not None  # else a whole sequence from its start
         x = pcm[:, :, None].astype(self._dtype)  # (B, T, 1)
         x = self.encoder(x, state.seanet if stream else None)  # (B, T / 960, D)
         x = self.encoder_transformer.transformer(
-            x, state.transformer if stream else None
+            x, state.transformer if stream else None, position
         )
         x = self.downsample.conv(x, state.downsample if stream else None)  # (B, F, D)
         codes = self.quantizer.encode(x.astype(mx.float32), n)  # (B, F, K)
         return codes.transpose(0, 2, 1)
 
-    def _decode(self, codes: mx.array, state: DecoderState | None) -> mx.array:
+    def _decode(
+        self,
+        codes: mx.array,
+        state: DecoderState | None,
+        position: mx.array | None = None,
+    ) -> mx.array:
         stream = state is not None  # else a whole sequence from its start
         x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(
             self._dtype
         )  # (B, F, D)
         x = self.upsample.convtr(x, state.upsample if stream else None)  # (B, 2F, D)
         x = self.decoder_transformer.transformer(
-            x, state.transformer if stream else None
+            x, state.transformer if stream else None, position
         )
         x = self.decoder(x, state.seanet if stream else None)  # (B, F * 1920, 1)
         return x[:, :, 0]
@@ -166,6 +216,55 @@ class Mimi(nn.Module):
     @property
     def _dtype(self) -> mx.Dtype:
         return self.encoder.model[0].conv.conv.weight.dtype
+
+
+def _slots(state: object) -> list[tuple[object, str]]:
+    """(holder, attribute) of every array of a streaming state, in a fixed order.
+
+    States are dataclasses and lists of them (None: a layer without state);
+    a dataclass field holding an array or None (not created yet) is a slot,
+    ints (cache offsets) are not.
+    """
+    if isinstance(state, list):
+        return [slot for item in state if item is not None for slot in _slots(item)]
+    slots: list[tuple[object, str]] = []
+    for f in dataclasses.fields(state):
+        value = getattr(state, f.name)
+        if value is None or isinstance(value, mx.array):
+            slots.append((state, f.name))
+        elif isinstance(value, list) or dataclasses.is_dataclass(value):
+            slots += _slots(value)
+    return slots
+
+
+def _clone(state: object) -> object:
+    """A copy of a state's structure (its arrays shared until replaced)."""
+    if isinstance(state, list):
+        return [None if item is None else _clone(item) for item in state]
+    if not dataclasses.is_dataclass(state):
+        return state
+    return dataclasses.replace(
+        state,
+        **{f.name: _clone(getattr(state, f.name)) for f in dataclasses.fields(state)},
+    )
+
+
+def _replay(
+    run: Callable[..., mx.array], template: object, args: tuple[int, ...]
+) -> Callable[..., tuple[mx.array, list[mx.array]]]:
+    """`run` as a pure function of (input, position, state arrays), for mx.compile."""
+
+    def step(
+        x: mx.array, position: mx.array, arrays: list[mx.array]
+    ) -> tuple[mx.array, list[mx.array]]:
+        state = _clone(template)
+        slots = _slots(state)
+        for (holder, name), array in zip(slots, arrays):
+            setattr(holder, name, array)
+        out = run(x, state, *args, position)
+        return out, [getattr(holder, name) for holder, name in slots]
+
+    return step
 
 
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:

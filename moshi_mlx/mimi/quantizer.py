@@ -29,10 +29,15 @@ class Codebook(nn.Module):
         )
 
     def encode(self, x: mx.array) -> mx.array:
-        """(..., dim) -> (...) index of the nearest centroid (Euclidean)."""
-        # argmin |x - e|^2 = argmax (x.e - |e|^2 / 2); |x|^2 is the same for every centroid.
-        scores = x @ self.embedding.T - self.half_sq_norm
-        return mx.argmax(scores, axis=-1).astype(mx.int32)
+        """(..., F, dim) -> (..., F) index of the nearest centroid (Euclidean)."""
+        # argmin |x - e|^2 = argmax (x.e - |e|^2 / 2); |x|^2 is the same for every
+        # centroid. The centroids are the left operand: for the single row of a
+        # streaming step, x @ E.T runs ~4x slower on CPU BLAS than E @ x.T, and a
+        # single row is reshaped rather than transposed (2x faster again).
+        *lead, f, dim = x.shape
+        xt = x.reshape(*lead, dim, 1) if f == 1 else x.swapaxes(-1, -2)
+        scores = self.embedding @ xt - self.half_sq_norm[:, None]
+        return mx.argmax(scores, axis=-2).astype(mx.int32)
 
     def decode(self, codes: mx.array) -> mx.array:
         """(...) int -> (..., dim)."""

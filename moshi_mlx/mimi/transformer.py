@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..modules.attention import KVCache, MultiHeadAttention
+from ..modules.attention import KVCache, MultiHeadAttention, StreamStep
 from ..modules.linear import Linear
 from .activations import gelu
 from .config import TransformerConfig
@@ -38,8 +38,13 @@ class TransformerLayer(nn.Module):
         self.layer_scale_1 = LayerScale(d)
         self.layer_scale_2 = LayerScale(d)
 
-    def __call__(self, x: mx.array, cache: KVCache | None = None) -> mx.array:
-        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), cache))
+    def __call__(
+        self,
+        x: mx.array,
+        cache: KVCache | None = None,
+        step: StreamStep | None = None,
+    ) -> mx.array:
+        x = x + self.layer_scale_1(self.self_attn(self.norm1(x), cache, step))
         return x + self.layer_scale_2(self.linear2(gelu(self.linear1(self.norm2(x)))))
 
 
@@ -51,9 +56,31 @@ class MimiTransformer(nn.Module):
         self.cfg = cfg
         self.layers = [TransformerLayer(cfg) for _ in range(cfg.num_layers)]
 
-    def __call__(self, x: mx.array, caches: list[KVCache] | None = None) -> mx.array:
-        for i, layer in enumerate(self.layers):
-            x = layer(x, None if caches is None else caches[i])
+    def __call__(
+        self,
+        x: mx.array,
+        caches: list[KVCache] | None = None,
+        position: mx.array | None = None,
+    ) -> mx.array:
+        """Whole sequence, or with `caches` a streaming step from `position`.
+
+        `position` (int32 array) is where the caches' ring writes start, their
+        `offset`; the caller advances the offsets (see `KVCache.write`).
+        """
+        if caches is None:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+        cfg = self.cfg
+        step = StreamStep.at(
+            position,
+            x.shape[1],
+            caches[0].capacity,
+            cfg.d_model // cfg.num_heads,
+            cfg.max_period,
+        )
+        for layer, cache in zip(self.layers, caches):
+            x = layer(x, cache, step)
         return x
 
     def make_state(self, batch: int, dtype: mx.Dtype = mx.float32) -> list[KVCache]:

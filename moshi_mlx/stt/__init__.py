@@ -12,10 +12,8 @@ from .checkpoint import (
 from .stream import (
     SttStep,
     SttStream,
-    TimedWord,
     benchmark_step,
     pad_for_file,
-    word_lines,
 )
 
 __all__ = [
@@ -25,11 +23,9 @@ __all__ = [
     "SttRequest",
     "SttStep",
     "SttStream",
-    "TimedWord",
     "benchmark_step",
     "load_stt",
     "load_stt_mimi",
     "pad_for_file",
     "resolve_stt_checkpoint",
-    "word_lines",
 ]

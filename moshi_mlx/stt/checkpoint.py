@@ -9,7 +9,6 @@ the config's folder when it is there, else from the repository.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ..errors import ConfigError, WeightsError
 from ..lm import Lm, LmConfig, load_lm
 from ..mimi import Mimi, MimiConfig, load_mimi
 from ..text import Tokenizer
-from ..weights import hub_file
+from ..weights import hub_file, hub_offline
 
 DEFAULT_STT_REPO = (
     "kyutai/stt-1b-en_fr-mlx"  # English + French, 0.5 s delay, about 1B parameters
@@ -90,7 +89,7 @@ def resolve_stt_checkpoint(
             f"--dtype {request.dtype} is not supported; "
             f"use one of {', '.join(STT_DTYPES)}"
         )
-    offline = request.offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = hub_offline(request.offline)
     if request.config is not None:
         config = _local(request.config, "--stt-config")
         cfg = read_stt_config(config, f"--stt-config {config}")

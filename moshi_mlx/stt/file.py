@@ -16,8 +16,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from ..audio.files import read_audio
 from ..errors import AudioError, MoshiError
 from ..mimi import MimiStream
+from ..words import Word, word_lines
 from .checkpoint import SttRequest, load_stt, load_stt_mimi, resolve_stt_checkpoint
-from .stream import SttStep, SttStream, TimedWord, pad_for_file, word_lines
+from .stream import SttStep, SttStream, pad_for_file
 
 PROGRESS_WORDS = 6  # latest words shown beside the progress bar
 
@@ -26,7 +27,7 @@ PROGRESS_WORDS = 6  # latest words shown beside the progress bar
 class FileTranscript:
     """The words of a recording, with their start times in the original audio."""
 
-    words: list[TimedWord]
+    words: list[Word]
     tokens: list[int]  # the text token of every step
     audio_seconds: float  # length of the recording, before padding
     seconds: float  # processing wall time
@@ -63,7 +64,7 @@ def transcribe_pcm(
     padded = pad_for_file(pcm, stt.model.cfg.stt, sample_rate)
     frames = padded[: len(padded) // size * size].reshape(-1, size)  # (F, frame_size)
     audio_seconds = len(pcm) / sample_rate
-    words: list[TimedWord] = []
+    words: list[Word] = []
     tokens: list[int] = []
     start = time.perf_counter()
     for frame in frames:
@@ -74,7 +75,7 @@ def transcribe_pcm(
         if on_step is not None:
             on_step(step, len(frames))
     words += stt.flush()
-    words = [TimedWord(min(w.time, round(audio_seconds, 3)), w.text) for w in words]
+    words = [Word(min(w.time, round(audio_seconds, 3)), w.text) for w in words]
     return FileTranscript(words, tokens, audio_seconds, time.perf_counter() - start)
 
 

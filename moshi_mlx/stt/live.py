@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..mimi import MimiConfig
+from ..words import Word
 from .checkpoint import (
     SttCheckpoint,
     SttModel,
@@ -26,7 +27,7 @@ from .checkpoint import (
     load_stt,
     read_stt_config,
 )
-from .stream import SttStream, TimedWord
+from .stream import SttStream
 
 MAX_LAG_S = 5.0  # how far the STT may fall behind before it skips the waiting frames
 STEP_WINDOW = 125  # STT steps (10 s) behind the step-time median
@@ -55,7 +56,7 @@ class LiveTranscriber:
         self._wake = threading.Condition()
         self._finishing = False
         self._abandon = False
-        self._words: queue.SimpleQueue[TimedWord] = queue.SimpleQueue()
+        self._words: queue.SimpleQueue[Word] = queue.SimpleQueue()
         self._step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
         self._thread = threading.Thread(
             target=self._run, name="stt-worker", daemon=True
@@ -82,7 +83,7 @@ class LiveTranscriber:
             self._pending.append((step, codes))
             self._wake.notify()
 
-    def words(self) -> list[TimedWord]:
+    def words(self) -> list[Word]:
         """The words recognised since the last call."""
         out = []
         while True:

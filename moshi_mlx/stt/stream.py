@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from ..app.transcript import Word, speech_lines
 from ..lm import Lm, LmGen, Sampler, SttConfig
 from ..text import Tokenizer, WordAssembler
+from ..words import Word
 
 END_SILENCE_S = 1.0  # silence after the delay that the reference appends to a file
 WARMUP_FRAMES = 4
@@ -27,30 +27,15 @@ STT_ALIGNMENT = "mlx"
 
 
 @dataclass(frozen=True)
-class TimedWord:
-    """A recognised word and when it starts in the audio, in seconds."""
-
-    time: float
-    text: str
-
-    def to_json(self) -> dict:
-        return {"time": self.time, "text": self.text}
-
-
-def word_lines(words: list[TimedWord]) -> list[str]:
-    """One '[mm:ss.ss] words' line per stretch of speech (a long pause: a new line)."""
-    return [
-        line for _, line in speech_lines([Word(w.time, w.text, w.time) for w in words])
-    ]
-
-
-@dataclass(frozen=True)
 class SttStep:
-    """One STT step: the frame it was given, its text token, the words it finished."""
+    """One STT step: the frame it was given, its text token, the words it finished.
+
+    A word's time is when it starts in the audio, in seconds.
+    """
 
     frame: int
     token: int
-    words: list[TimedWord]
+    words: list[Word]
 
 
 def file_padding(stt: SttConfig, sample_rate: int) -> tuple[int, int]:
@@ -110,7 +95,7 @@ class SttStream:
     def reset(self) -> None:
         """Start a new stream: empty history, frame count 0."""
         self._gen: LmGen | None = None
-        self._words = WordAssembler(self.tokenizer)
+        self._words = WordAssembler(self.tokenizer, self.word_time)
         self.steps = 0
 
     def warmup(self, frames: int = WARMUP_FRAMES) -> None:
@@ -143,14 +128,11 @@ class SttStream:
             done = self._words.flush()
         else:
             done = self._words.push(token, frame)
-        return SttStep(frame, token, [self._timed(w) for w in done])
+        return SttStep(frame, token, done)
 
-    def flush(self) -> list[TimedWord]:
+    def flush(self) -> list[Word]:
         """The word still in progress at the end of the audio, if any."""
-        return [self._timed(w) for w in self._words.flush()]
-
-    def _timed(self, word) -> TimedWord:
-        return TimedWord(self.word_time(word.step), word.text)
+        return self._words.flush()
 
 
 def benchmark_step(model: Lm, seed: int = 0) -> Callable[[], mx.array]:
