@@ -87,6 +87,11 @@ class WordAssembler:
             self._tokens.append(token)
         return done
 
+    @property
+    def open_step(self) -> int | None:
+        """The step of the word in progress's first token (None between words)."""
+        return self._step if self._tokens else None
+
     def flush(self) -> list[Word]:
         """Finish the word in progress, if any."""
         text = self.tokenizer.decode(self._tokens).strip()

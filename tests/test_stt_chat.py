@@ -131,13 +131,17 @@ def test_plain_view_prints_finished_user_lines():
     state.stt = FakeStt(SttStatus(0, 0, 10.0, None))
     lines: list[str] = []
     view = PlainView(state, lines.append)
-    state.add_user_words([Word(0.4, "hello"), Word(0.72, "there")])
-    view.on_frame(frame_event(20))  # 1.6 s: the line may still grow
+    state.add_user_words([Word(0.4, "hello"), Word(0.72, "there")], settled=1.6)
+    view.on_frame(frame_event(20))  # no word before 1.6 s to come: may still grow
     assert lines == []
-    state.add_user_words([Word(1.2, "Moshi")])
-    view.on_frame(frame_event(40))  # 3.2 s: 1.2 + 0.5 delay + 1.5 pause passed
+    # the STT fell behind: Moshi is at 8 s but the STT only settled 2.2 s
+    state.add_user_words([Word(1.2, "Moshi")], settled=2.2)
+    view.on_frame(frame_event(100))
+    assert lines == []
+    state.add_user_words([], settled=2.8)  # 1.2 + the 1.5 s pause settled
+    view.on_frame(frame_event(101))
     assert lines == ["you [00:00.40] hello there Moshi"]
-    state.add_user_words([Word(5.0, "bye")])
+    state.add_user_words([Word(5.0, "bye")], settled=5.1)
     view.close(FakeDuplex().stats())
     assert lines[1] == "you [00:05.00] bye" and lines[2].startswith("status steps")
 

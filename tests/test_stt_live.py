@@ -50,6 +50,9 @@ class GatedStream:
         self.frames.append(frame)
         return SttStep(frame, 10, [Word(frame * FRAME_S, f"w{frame}")])
 
+    def settled_seconds(self, next_frame: int) -> float:
+        return next_frame * FRAME_S
+
     def flush(self) -> list[Word]:
         return [Word(99.0, "last")]
 
@@ -71,11 +74,26 @@ def test_live_words_equal_a_direct_run(model, codes):
         )  # 32 codes: 16 used
     live.stop(timeout=30)
     assert live.words() == want and len(want) > 5
+    assert live.settled_seconds == float("inf")
     status = live.status()
     assert (
         status.lag_frames == 0 and status.dropped_frames == 0 and status.error is None
     )
     assert status.step_ms is not None and status.step_ms > 0
+
+
+def test_no_word_starts_before_the_settled_time(model, codes):
+    stream = SttStream(model.lm, model.tokenizer, FRAME_S)
+    settled, words = [], []
+    for frame, c in enumerate(codes):
+        words += [(frame, w) for w in stream.step(c).words]
+        settled.append(stream.settled_seconds(frame + 1))
+    words += [(len(codes), w) for w in stream.flush()]
+    assert len(words) > 5 and settled == sorted(settled)
+    # a word handed out after frame f starts at or after what f settled
+    for frame, word in words:
+        assert frame == 0 or word.time >= settled[frame - 1]
+    assert any(word.time == settled[frame - 1] for frame, word in words if frame)
 
 
 def test_submit_never_blocks_and_the_stt_skips_ahead_when_too_far_behind():
@@ -110,7 +128,8 @@ def test_stop_gives_up_on_a_backlog_it_cannot_finish():
     assert live.dropped_frames == 4
     stream.gate.release()
     wait_for(lambda: live.status().lag_frames == 0)
-    assert [w.text for w in live.words()] == ["w0"]
+    # what the chat printed and recorded at stop() stays its last word
+    assert live.words() == [] and live.settled_seconds == 0.0
 
 
 def test_a_crash_is_reported_and_later_frames_are_ignored():

@@ -210,8 +210,9 @@ def converse(
     def take_user_words() -> None:
         if transcriber is None:
             return
+        settled = transcriber.settled_seconds  # first: the words are taken after
         words = transcriber.words()
-        state.add_user_words(words)
+        state.add_user_words(words, settled)
         if recorder is not None:
             for word in words:
                 recorder.add_user_word(word.time, word.text)

@@ -83,6 +83,8 @@ class ChatState:
         # the LiveTranscriber writing the user's words (moshi_mlx.stt.live), if any
         self.stt = None
         self.user_lines = SpeechLines(keep=KEEP_LINES)
+        # every user word still to come starts at or after this time (s)
+        self.user_settled = 0.0
         # the Recorder saving the chat (moshi_mlx.app.recorder), if any
         self.recorder = None
 
@@ -104,10 +106,15 @@ class ChatState:
         if event.text:
             self.last_text_time = event.time
 
-    def add_user_words(self, words: list[Word]) -> None:
-        """Take in the user's new words (times in conversation seconds)."""
+    def add_user_words(self, words: list[Word], settled: float = 0.0) -> None:
+        """Take in the user's new words (times in conversation seconds).
+
+        `settled`: the transcriber's `settled_seconds`, read before these words were
+        taken (a line that ended a pause before it can no longer grow).
+        """
         for word in words:
             self.user_lines.add(word)
+        self.user_settled = max(self.user_settled, settled)
 
     @property
     def speaking(self) -> bool:
@@ -339,16 +346,15 @@ class PlainView:
         if lines.last_end is not None and event.time - lines.last_end > LINE_PAUSE_S:
             done = lines.count
         self._printed_lines = self._print("moshi", lines, self._printed_lines, done)
-        self._print_user_lines(event.time)
+        self._print_user_lines()
 
-    def _print_user_lines(self, now: float | None) -> None:
-        """Print the user's lines that can no longer grow (all if `now` is None)."""
-        lines, stt = self.state.user_lines, self.state.stt
+    def _print_user_lines(self, final: bool = False) -> None:
+        """Print the user's lines that can no longer grow (all if `final`)."""
+        lines = self.state.user_lines
         done = lines.count
-        if now is not None and stt is not None and lines.last_end is not None:
-            # a word is written about the STT delay (plus its lag) after it is said
-            lag = stt.status().lag_frames * self.state.frame_seconds
-            if now - stt.delay_seconds - lag - lines.last_end <= LINE_PAUSE_S:
+        if not final and lines.last_end is not None:
+            # the next word may still continue the open line
+            if self.state.user_settled - lines.last_end <= LINE_PAUSE_S:
                 done -= 1
         self._printed_user_lines = self._print(
             "you", lines, self._printed_user_lines, done
@@ -384,7 +390,7 @@ class PlainView:
 
     def close(self, audio: dict) -> None:
         """Print the last transcript lines and a final status line."""
-        self._print_user_lines(None)
+        self._print_user_lines(final=True)
         lines = self.state.moshi_lines
         self._printed_lines = self._print(
             "moshi", lines, self._printed_lines, lines.count

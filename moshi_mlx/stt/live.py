@@ -9,6 +9,7 @@ it skips ahead to the present. Moshi never waits for it.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -58,6 +59,7 @@ class LiveTranscriber:
         self._abandon = False
         self._words: queue.SimpleQueue[Word] = queue.SimpleQueue()
         self._step_ms: deque[float] = deque(maxlen=STEP_WINDOW)
+        self._settled = 0.0
         self._thread = threading.Thread(
             target=self._run, name="stt-worker", daemon=True
         )
@@ -82,6 +84,16 @@ class LiveTranscriber:
                 self._pending.clear()
             self._pending.append((step, codes))
             self._wake.notify()
+
+    @property
+    def settled_seconds(self) -> float:
+        """Every word not yet handed out by `words` starts at or after this time (s).
+
+        Read it before calling `words`: the words taken then are all those starting
+        earlier (infinity once the stream is finished).
+        """
+        with self._wake:
+            return self._settled
 
     def words(self) -> list[Word]:
         """The words recognised since the last call."""
@@ -128,14 +140,22 @@ class LiveTranscriber:
                 start = time.perf_counter()
                 result = self.stream.step(frame[1], frame=frame[0])
                 self._step_ms.append((time.perf_counter() - start) * 1000)
-                for word in result.words:
-                    self._words.put(word)
-            if not self._abandon:
-                for word in self.stream.flush():
-                    self._words.put(word)
-        except (
-            Exception
-        ) as exc:  # shown in the UI; Moshi goes on without the transcript
+                settled = self.stream.settled_seconds(frame[0] + 1)
+                with self._wake:
+                    if self._abandon:  # stop() gave up: no word after it returned
+                        self._busy = False
+                        return
+                    for word in result.words:
+                        self._words.put(word)
+                    self._settled = settled
+            last = self.stream.flush()
+            with self._wake:
+                if not self._abandon:
+                    for word in last:
+                        self._words.put(word)
+                    self._settled = math.inf
+        # shown in the UI; Moshi goes on without the transcript
+        except Exception as exc:
             with self._wake:
                 self.error = f"{type(exc).__name__}: {exc}".strip()
                 self._pending.clear()

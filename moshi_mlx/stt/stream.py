@@ -130,6 +130,15 @@ class SttStream:
             done = self._words.push(token, frame)
         return SttStep(frame, token, done)
 
+    def settled_seconds(self, next_frame: int) -> float:
+        """The time every word still to come starts at or after, in the audio (s).
+
+        The word in progress starts at its first piece; any later word at
+        `next_frame` (the number of the next frame to be fed) or after.
+        """
+        open_step = self._words.open_step
+        return self.word_time(next_frame if open_step is None else open_step)
+
     def flush(self) -> list[Word]:
         """The word still in progress at the end of the audio, if any."""
         return self._words.flush()
