@@ -9,7 +9,7 @@ import sys
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from moshi_mlx import accelerator
 from moshi_mlx.benchmark import DEFAULT_LEVELS, NAMED_LEVELS, metrics, parse_level

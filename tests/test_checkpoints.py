@@ -12,7 +12,7 @@ from pathlib import Path
 import huggingface_hub
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from moshi_mlx.checkpoints import (
     GB,

@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

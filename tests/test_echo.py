@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 from echo_scenes import (
     SAMPLE_RATE,
     coherent_level_db,
@@ -17,6 +16,7 @@ from echo_scenes import (
     room_echo,
     speech_like,
 )
+from helpers import REPO_ROOT
 
 from moshi_mlx.audio.echo import (
     ChunkSplitter,

@@ -27,8 +27,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES
 from fake_hub import COMMIT, FakeHub
+from helpers import FIXTURES
 
 from moshi_mlx.checkpoints import MIMI_FILENAME, WeightRequest, resolve_checkpoint
 from moshi_mlx.errors import WeightsError

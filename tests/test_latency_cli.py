@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from audio_env import cable, virtual_audio_env
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from test_file_mode import TINY_FLAGS
 
 pytestmark = pytest.mark.audio

@@ -8,7 +8,7 @@ import sys
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from mlx.utils import tree_flatten
 
 from moshi_mlx import accelerator

@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES, REPO_ROOT
+from helpers import FIXTURES, REPO_ROOT
 
 STT = FIXTURES / "stt"
 FIXTURE_FLAGS = [
