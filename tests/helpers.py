@@ -133,11 +133,11 @@ def run_cli(
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
     """The one line a CLI run failing on a user error prints: exit status 2, that one
-    line on stderr, no traceback."""
+    line on stderr ("error: ..."), no traceback."""
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 
 
