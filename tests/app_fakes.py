@@ -1,20 +1,41 @@
-"""Stand-ins for the engine and the duplex audio: the app without models or devices."""
+"""Stand-ins for the engine, the duplex audio and the disk: the app without models,
+devices or failures; the frames a recorder is given."""
 
 from __future__ import annotations
 
+import os
 import threading
+from pathlib import Path
 
 import numpy as np
+from helpers import FRAME, RATE
 
 from moshi_mlx.app.engine import StepResult
+from moshi_mlx.app.recorder import Recorder
 
-FRAME = 1920
-RATE = 24000
+# A piece per step: "Hello, how are you?", a long pause, "I am fine." ("" = padding)
 PIECES = (
     [" Hello", ",", "", " how", " are", "", " you", "?"]
     + [""] * 25
     + [" I", " am", " fi", "ne", "."]
 )
+
+
+def user_frame(step: int) -> np.ndarray:
+    """The user's frame of a recorded step: a square wave, alternating by step."""
+    return np.full(FRAME, 0.25 if step % 2 else -0.25, np.float32)
+
+
+def moshi_frame(step: int) -> np.ndarray:
+    """Moshi's frame of a recorded step: a ramp, its slope by step."""
+    return np.linspace(-0.5, 0.5, FRAME, dtype=np.float32) * (step % 3)
+
+
+def add_steps(recorder: Recorder, steps: range) -> None:
+    """Record `steps` with PIECES as Moshi's text."""
+    for step in steps:
+        piece = PIECES[step % len(PIECES)]
+        recorder.add(step, user_frame(step), moshi_frame(step), 5, piece, np.arange(8))
 
 
 def mic_frame(i: int) -> np.ndarray:
@@ -117,3 +138,42 @@ class FakeDuplex:
             "output_underrun_callbacks": 2,
             "input_frames_dropped": self.dropped,
         }
+
+
+class FailingFile:
+    """A real unbuffered file whose writes fail with `error` once `broken` is set."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self._file = open(path, mode, buffering=0)
+        self.error: int | None = None
+
+    def write(self, data) -> int:
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
+        return self._file.write(data)
+
+    def seek(self, offset: int) -> int:
+        return self._file.seek(offset)
+
+    def truncate(self, size: int) -> int:
+        return self._file.truncate(size)
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class FailingDisk:
+    """An Opener whose files can be made to fail one by one (by file name)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, FailingFile] = {}
+
+    def __call__(self, path: Path, mode: str) -> FailingFile:
+        self.files[path.name] = FailingFile(path, mode)
+        return self.files[path.name]
+
+    def fail(self, name: str, error: int) -> None:
+        self.files[name].error = error

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import RATE
 
 VIRTUAL_AUDIO = Path(__file__).resolve().parent / "virtual_audio.sh"
-RATE = 24000
 MIC_SINK = "app_in"  # playing into this sink feeds the app's default microphone
 SPEAKER_SOURCE = "app_out.monitor"  # recording this hears the app's default speaker
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-SAMPLE_RATE = 24000
+from helpers import RATE
 
 
 def speech_like(seconds: float, seed: int, f0: float = 120.0) -> np.ndarray:
@@ -15,8 +14,8 @@ def speech_like(seconds: float, seed: int, f0: float = 120.0) -> np.ndarray:
     with a little breath noise and speech's falling spectrum; float32 (T,), peak -6 dBFS.
     """
     rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
     # Syllables of random length (not periodic, so no false echo delay lines up).
     knots = np.concatenate(
         [[0.0], np.cumsum(rng.uniform(0.12, 0.32, int(seconds / 0.1) + 2))]
@@ -29,7 +28,7 @@ def speech_like(seconds: float, seed: int, f0: float = 120.0) -> np.ndarray:
         np.interp(t, knots, rng.uniform(lo, hi, knots.size))
         for lo, hi in ((300, 850), (900, 2300), (2300, 3200))
     ]
-    phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
     voiced = np.zeros(n)
     for k in range(1, int(10000 / f0)):
         freq = k * pitch
@@ -50,11 +49,11 @@ def room_echo(
 ) -> np.ndarray:
     """What a microphone hears of `far`: delayed, attenuated, through a 200 ms-RT60 room."""
     rng = np.random.default_rng(seed)
-    taps = np.arange(int(0.25 * SAMPLE_RATE)) / SAMPLE_RATE
+    taps = np.arange(int(0.25 * RATE)) / RATE
     response = rng.standard_normal(taps.size) * np.exp(-6.9 * taps / 0.2)
     response[0] += 3.0  # the direct path dominates the reflections
     response *= 10 ** (gain_db / 20) / np.sqrt(np.sum(response**2))
-    delay = int(delay_ms * SAMPLE_RATE / 1000)
+    delay = int(delay_ms * RATE / 1000)
     wet = np.convolve(far, response)[: far.size - delay]
     return np.concatenate([np.zeros(delay), wet]).astype(np.float32)
 
@@ -66,7 +65,7 @@ def moving_echo(far: np.ndarray, delay_ms: np.ndarray, gain_db: float) -> np.nda
     jump in `delay_ms` is a glitch of the audio stack (float32 (T,)).
     """
     n = np.arange(far.size)
-    heard = np.interp(n - np.asarray(delay_ms) * SAMPLE_RATE / 1000, n, far, left=0.0)
+    heard = np.interp(n - np.asarray(delay_ms) * RATE / 1000, n, far, left=0.0)
     return (10 ** (gain_db / 20) * heard).astype(np.float32)
 
 

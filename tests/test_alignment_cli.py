@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from test_file_mode import TINY_FLAGS
+from helpers import FRAME, RATE, TINY_FLAGS
 
 import moshi_mlx.audio.duplex
 from moshi_mlx.app.engine import MoshiEngine
@@ -46,10 +46,10 @@ def stop_after_loading(monkeypatch) -> None:
 )
 def test_file_alignment(alignments, tmp_path, flag, want):
     wav = tmp_path / "in.wav"
-    sf.write(wav, np.zeros(4 * 1920, np.float32), 24000)
+    sf.write(wav, np.zeros(4 * FRAME, np.float32), RATE)
     out = tmp_path / "out.wav"
     assert main(["file", str(wav), str(out), *TINY_FLAGS, *flag]) == 0
-    assert alignments == [want] and sf.info(str(out)).frames == 4 * 1920
+    assert alignments == [want] and sf.info(str(out)).frames == 4 * FRAME
 
 
 def test_chat_alignment(alignments, stop_after_loading, monkeypatch):
@@ -62,7 +62,7 @@ def test_chat_alignment(alignments, stop_after_loading, monkeypatch):
 
 def test_bench_alignment(alignments, tmp_path):
     wav, out = tmp_path / "clip.wav", tmp_path / "bench.json"
-    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 3 * 1920), 24000)
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 3 * FRAME), RATE)
     args = ["bench", *TINY_FLAGS, "--levels", "bf16", "--warmup", "0", "--wav", wav]
     assert main([*map(str, args), "--alignment", "mlx", "--json", str(out)]) == 0
     # the float reference, then the level's timed run and its teacher-forced replay

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import soundfile as sf
-from app_fakes import FRAME, FakeDuplex, ScriptedEngine, mic_frame
+from app_fakes import FailingDisk, FakeDuplex, ScriptedEngine, mic_frame
+from helpers import FRAME, RATE
 from rich.console import Console
-from test_recorder import FailingDisk
 
 from moshi_mlx.app.chat import converse
 from moshi_mlx.app.loop import FrameEvent, FrameLoop, LoopStopped
@@ -168,7 +168,7 @@ def feeding(audio: FakeDuplex, frames: int = 1000) -> Iterator[None]:
 
 def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
     audio = FakeDuplex()
-    recorder = Recorder(tmp_path, 24000, FRAME)
+    recorder = Recorder(tmp_path, RATE, FRAME)
     console = Console(file=open(os.devnull, "w"))
     with feeding(audio):
         with pytest.raises(MoshiError) as err:
@@ -188,7 +188,7 @@ def test_a_signal_ends_the_conversation_cleanly(tmp_path, capsys, signum):
     before = signal.getsignal(signum)
     audio = FakeDuplex()
     threading.Timer(0.6, os.kill, (os.getpid(), signum)).start()
-    recorder = Recorder(tmp_path, 24000, FRAME)
+    recorder = Recorder(tmp_path, RATE, FRAME)
     with feeding(audio):
         converse(
             ScriptedEngine(), audio, recorder, ui=False, console=Console(width=200)
@@ -244,7 +244,7 @@ def test_a_lost_device_stops_with_one_line_and_keeps_the_recording(
 ):
     audio = StallingDuplex()
     threading.Timer(after_s, setattr, (audio, *change)).start()
-    recorder = Recorder(tmp_path, 24000, FRAME)
+    recorder = Recorder(tmp_path, RATE, FRAME)
     with feeding(audio):
         with pytest.raises(AudioError) as err:
             converse(
@@ -326,7 +326,7 @@ def test_a_dead_device_is_found_within_about_a_second():
 def test_a_recording_failure_shows_at_once_and_the_chat_goes_on(tmp_path, capsys):
     disk = FailingDisk()
     audio = FakeDuplex()
-    recorder = Recorder(tmp_path, 24000, FRAME, opener=disk)
+    recorder = Recorder(tmp_path, RATE, FRAME, opener=disk)
 
     def fail_then_quit() -> None:  # after two seconds saved, and 50 frames after that
         while recorder.frames_saved < 24:
@@ -346,9 +346,7 @@ def test_a_recording_failure_shows_at_once_and_the_chat_goes_on(tmp_path, capsys
                 ScriptedEngine(), audio, recorder, ui=False, console=Console(width=300)
             )
     lines = capsys.readouterr().out.splitlines()
-    notice = next(
-        i for i, line in enumerate(lines) if line.startswith("recording: ")
-    )
+    notice = next(i for i, line in enumerate(lines) if line.startswith("recording: "))
     assert lines[notice].startswith("recording: transcript.jsonl stopped after ")
     assert lines[notice].endswith(
         "No space left on device (the audio goes on; what was saved is kept)"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import run_cli, tiny_request
 
 from moshi_mlx import accelerator
 from moshi_mlx.benchmark import DEFAULT_LEVELS, NAMED_LEVELS, metrics, parse_level
@@ -26,14 +24,9 @@ from moshi_mlx.lm import LmConfig
 ALL_LEVELS = [*DEFAULT_LEVELS, "mixed-bf16", "q5g32"]
 
 
-def cli_bench(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", "bench", *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def cli_bench(*args):
+    """`cli.py bench ARGS`."""
+    return run_cli("bench", *args, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -293,8 +286,6 @@ def test_gpu_branch_keeps_bf16_scales(monkeypatch):
     """As on a GPU, a q8 level holds in memory what it stores (bf16 scales) and the
     note on the CPU's slow quantized matmul is left out; the CPU's float32 scales take
     more memory than the file."""
-    from test_file_mode import tiny_request
-
     from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.benchmark import BenchOptions, run_benchmark
 

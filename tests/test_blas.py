@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 PROBE = (
     "import moshi_mlx, mlx.core as mx, numpy as np;"

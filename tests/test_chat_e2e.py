@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -29,75 +24,24 @@ from audio_env import (
     record_speaker,
     virtual_audio_env,
 )
-from conftest import FIXTURES, REPO_ROOT
-from test_file_mode import TINY_FLAGS, tiny_request
-from test_recorder import recover_with_cli
+from helpers import (
+    FRAME,
+    FRAME_S,
+    RATE,
+    START_TIMEOUT_S,
+    TINY_FLAGS,
+    App,
+    load_tiny_engine,
+    one_line_error,
+    recover_with_cli,
+    run_cli,
+)
 
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import SamplingSettings
 from moshi_mlx.app.file_mode import process_frames, split_frames
 from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, WAV_NAME
-from moshi_mlx.checkpoints import resolve_checkpoint
 
 pytestmark = pytest.mark.audio
-
-RATE = 24000
-FRAME = 1920
-FRAME_S = FRAME / RATE
-START_TIMEOUT_S = 90  # model loading + warm-up on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> tuple[np.ndarray, Path]:
-    """About 6 s: three times 1.52 s of espeak speech followed by 0.5 s of silence."""
-    pcm = np.array(
-        mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"]
-    )
-    clip = np.concatenate([pcm.reshape(-1), np.zeros(RATE // 2, np.float32)])
-    pcm16 = np.round(np.tile(clip, 3) * 32768).clip(-32768, 32767).astype(np.int16)
-    path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    sf.write(str(path), pcm16, RATE, subtype="PCM_16")
-    return pcm16.astype(np.float32) / 32768, path
-
-
-class App:
-    """`cli.py chat --no-ui` as a subprocess, its stdout read line by line meanwhile."""
-
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "cli.py", "chat", "--no-ui", *args, *TINY_FLAGS],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stdout: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, prefix: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.process.kill()
-                pytest.fail(f"no {prefix!r} line; stderr: {self.process.stderr.read()}")
-            self.stdout.append(line)
-            if line.startswith(prefix):
-                return
-
-    def finish(self, timeout: float = 30) -> tuple[int, list[str], str]:
-        code = self.process.wait(timeout)
-        stderr = self.process.stderr.read()
-        time.sleep(0.1)  # let the reader thread take the last lines
-        while not self.lines.empty():
-            self.stdout.append(self.lines.get())
-        return code, self.stdout, stderr
 
 
 def status_counters(lines: list[str]) -> dict[str, int]:
@@ -115,8 +59,8 @@ def status_counters(lines: list[str]) -> dict[str, int]:
     }
 
 
-def test_chat_through_real_devices(tmp_path, speech):
-    reference, speech_wav = speech
+def test_chat_through_real_devices(tmp_path, chat_speech):
+    reference, speech_wav = chat_speech
     env = virtual_audio_env()
     record_dir = tmp_path / "rec"
     with record_speaker(tmp_path / "speaker.wav", env) as speaker:
@@ -185,7 +129,7 @@ def test_chat_through_real_devices(tmp_path, speech):
     assert np.median([s for _, s in pieces]) > 0.9
 
     # replaying what Moshi heard gives back what it said, step for step
-    engine = load_engine(resolve_checkpoint(tiny_request()), SamplingSettings())
+    engine = load_tiny_engine(SamplingSettings())
     replay = process_frames(engine, split_frames(user, FRAME))
     replay_frames = replay.transcript.to_json()["frames"]
     assert [f["text_token"] for f in transcript["frames"]] == [
@@ -200,8 +144,8 @@ def test_chat_through_real_devices(tmp_path, speech):
     assert np.abs(pcm16[:, 1] - expected_moshi).max() <= 1
 
 
-def test_killed_chat_keeps_its_recording(tmp_path, speech):
-    _, speech_wav = speech
+def test_killed_chat_keeps_its_recording(tmp_path, chat_speech):
+    _, speech_wav = chat_speech
     env = virtual_audio_env()
     record_dir = tmp_path / "rec"
     app = App(["--record", str(record_dir)], env)
@@ -234,11 +178,11 @@ SOAK_S = 40  # a recorded chat this long, its status checked every 5 s
 
 
 @pytest.mark.soak
-def test_a_long_recorded_chat_stays_flat_and_sighup_keeps_it(tmp_path, speech):
+def test_a_long_recorded_chat_stays_flat_and_sighup_keeps_it(tmp_path, chat_speech):
     """40 s of recorded chat (speech played all along): the recorder's writes and the
     process's memory stay flat; a SIGHUP (closed terminal) ends it keeping every
     step. Long figures (hours, fast-forwarded) come from benchmarks/soak.py."""
-    reference, _ = speech
+    reference, _ = chat_speech
     talk = tmp_path / "talk.wav"
     sf.write(str(talk), np.tile(reference, SOAK_S // 6 + 2), RATE, subtype="PCM_16")
     env = virtual_audio_env()
@@ -276,27 +220,14 @@ def test_a_long_recorded_chat_stays_flat_and_sighup_keeps_it(tmp_path, speech):
     assert max(rss[2:]) - rss[1] < 40, rss
 
 
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+def run_chat(args: list[str], env: dict[str, str]):
+    """`cli.py chat --no-ui ARGS` on the fixture Moshi, to its end."""
+    return run_cli("chat", "--no-ui", *args, *TINY_FLAGS, env=env)
 
 
-def run_chat(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", "chat", "--no-ui", *args, *TINY_FLAGS],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_unknown_device_is_one_line(tmp_path):
+def test_unknown_device_is_one_line(tmp_path, audio_env):
     result = run_chat(
-        ["--input-device", "99", "--record", str(tmp_path / "r")], virtual_audio_env()
+        ["--input-device", "99", "--record", str(tmp_path / "r")], audio_env
     )
     assert "unknown input device index 99" in one_line_error(result)
     assert not (tmp_path / "r").exists()  # nothing started, nothing recorded

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import wave
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import huggingface_hub
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import RATE, fixture_request, run_cli, tiny_request
 
 from moshi_mlx.checkpoints import (
     GB,
@@ -137,8 +135,6 @@ def test_offline_missing_file_is_named(hf_cache):
 
 
 def test_local_overrides_skip_the_hub(hf_cache, lm_fixtures, mimi_fixtures):
-    from test_file_mode import tiny_request
-
     request = tiny_request(
         moshi_weight=lm_fixtures / "model.q4.safetensors", memory_check=False
     )
@@ -245,6 +241,7 @@ def test_float32_plan_takes_the_parts_that_fit(monkeypatch):
     assert plan == ("depformer", *(f"transformer.layers.{i}" for i in range(5)))
     grown = float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(40 * GB))
     assert len(grown) == 1 + 32 + 1 and grown[-1] == "text_linear"
+
     def plan(dtype: str, gb: float) -> tuple[str, ...]:
         return float32_plan(bf16, None, QUANTIZATIONS["bf16"], dtype, int(gb * GB))
 
@@ -309,9 +306,6 @@ def test_memory_check_with_a_companion_suggests_a_smaller_moshi():
 
 def test_chat_counts_the_user_transcript_before_loading(monkeypatch):
     """`chat --user-transcript`: the STT model's weights are in the memory check."""
-    from test_file_mode import tiny_request
-    from test_stt import fixture_request
-
     from moshi_mlx import checkpoints
     from moshi_mlx.app.chat import ChatOptions, run_chat
     from moshi_mlx.app.engine import SamplingSettings
@@ -443,24 +437,13 @@ def test_codec_without_network_fails_fast_in_one_line(tmp_path):
     with wave.open(str(tmp_path / "in.wav"), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(24000)
+        w.setframerate(RATE)
         w.writeframes(np.zeros(2400, np.int16).tobytes())
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env["HF_HOME"] = str(tmp_path / "hf")
     start = time.monotonic()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "cli.py",
-            "codec",
-            str(tmp_path / "in.wav"),
-            str(tmp_path / "out.wav"),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_cli(
+        "codec", tmp_path / "in.wav", tmp_path / "out.wav", env=env, timeout=60
     )
     elapsed = time.monotonic() - start
     assert result.returncode == 2

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT
+from helpers import FRAME, RATE, one_line_error, run_cli
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", "codec", *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=False,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
+def _cli(*args, **options):
+    """`cli.py codec ARGS` (options as for run_cli)."""
+    return run_cli("codec", *args, **options)
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +34,15 @@ def ref(mimi_fixtures) -> dict[str, np.ndarray]:
     }
 
 
-def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+def _assert_one_line_error(proc, *fragments: str) -> None:
+    line = one_line_error(proc)
     for fragment in fragments:
-        assert fragment in lines[0]
+        assert fragment in line
 
 
 def test_round_trip_reproduces_reference_codes(tmp_path, small, ref):
     source = tmp_path / "in.wav"
-    sf.write(source, ref["pcm"][0, 0], 24000, subtype="FLOAT")
+    sf.write(source, ref["pcm"][0, 0], RATE, subtype="FLOAT")
     out, codes = tmp_path / "out.wav", tmp_path / "codes.npy"
     proc = _cli(source, out, *small, "--codes", codes)
     assert proc.returncode == 0, proc.stderr
@@ -73,7 +61,7 @@ def test_round_trip_reproduces_reference_codes(tmp_path, small, ref):
 
 
 def test_any_rate_and_channels_become_24k_mono(tmp_path, small, ref):
-    pcm = ref["pcm"][0, 0, : 24000 // 2]  # 0.5 s
+    pcm = ref["pcm"][0, 0, : RATE // 2]  # 0.5 s
     stereo_48k = np.repeat(np.stack([pcm, pcm], axis=1), 2, axis=0)
     source = tmp_path / "stereo.flac"
     sf.write(source, stereo_48k, 48000)
@@ -87,8 +75,8 @@ def test_any_rate_and_channels_become_24k_mono(tmp_path, small, ref):
 
 def test_offline_without_cache_is_one_line(tmp_path, ref):
     source = tmp_path / "in.wav"
-    sf.write(source, ref["pcm"][0, 0, :1920], 24000)
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    sf.write(source, ref["pcm"][0, 0, :FRAME], RATE)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = _cli(source, tmp_path / "out.wav", env=env)
     _assert_one_line_error(
         proc, "tokenizer-e351c8d8-checkpoint125.safetensors", "offline"
@@ -107,7 +95,7 @@ def test_offline_without_cache_is_one_line(tmp_path, ref):
 )
 def test_user_errors_are_one_line(tmp_path, mimi_fixtures, small, ref, case, fragment):
     source = tmp_path / "in.wav"
-    sf.write(source, ref["pcm"][0, 0, :1920], 24000)
+    sf.write(source, ref["pcm"][0, 0, :FRAME], RATE)
     out = tmp_path / "out.wav"
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\0" * 64)

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_file_mode import tiny_request
+from helpers import FRAME, RATE, load_tiny_engine
 
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import SamplingSettings
 from moshi_mlx.benchmark import click_probe
 from moshi_mlx.benchmark.copy_moshi import write_copy_moshi
-from moshi_mlx.checkpoints import resolve_checkpoint
 from moshi_mlx.lm.config import LmConfig
-
-FRAME, RATE = 1920, 24000
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +18,7 @@ def copy_engine(tmp_path_factory, lm_fixtures):
     weight = tmp_path_factory.mktemp("copy") / "copy_moshi.safetensors"
     write_copy_moshi(lm_fixtures / "config.json", weight)
     # default sampling: the copy does not depend on the temperature
-    return load_engine(
-        resolve_checkpoint(tiny_request(moshi_weight=weight)), SamplingSettings()
-    )
+    return load_tiny_engine(SamplingSettings(), moshi_weight=weight)
 
 
 def test_moshi_copies_the_users_semantic_code(copy_engine, lm_fixtures):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import FRAME, RATE
 
 from moshi_mlx.audio import cushion as cushion_module
 from moshi_mlx.audio.cushion import CushionPlan, OutputCushion, cushion_target
 
-RATE, PERIOD, FRAME = 24000, 240, 1920
+PERIOD = 240
 MARGIN = round(cushion_module.MARGIN_S * RATE)
 
 

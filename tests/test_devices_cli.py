@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error, run_cli
 
 from moshi_mlx.audio.devices import AudioDevice, print_devices, resolve_device
 from moshi_mlx.errors import AudioError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEVICES = [
     AudioDevice(0, "MacBook Pro Microphone", "Core Audio", 1, 0, 48000.0, True, False),
@@ -128,44 +125,21 @@ def test_print_devices_rich_table_on_a_terminal():
     assert "MacBook Pro Speakers" in screen and "input" in screen and "output" in screen
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_portaudio_missing_is_a_one_line_error(tmp_path):
     """A Python without libportaudio2: sounddevice's import fails with OSError."""
     fake = tmp_path / "sounddevice.py"
     fake.write_text("raise OSError('PortAudio library not found')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = run_cli(["devices"], env)
-    assert result.returncode == 2
+    result = run_cli("devices", env=env, timeout=60)
+    line = one_line_error(result)
     assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].startswith("error: the PortAudio library is not installed")
-    assert (
-        "apt-get install libportaudio2" in lines[0] and "virtual_audio.sh" in lines[0]
-    )
-
-
-@pytest.fixture(scope="module")
-def audio_env():
-    from audio_env import virtual_audio_env
-
-    return virtual_audio_env()
+    assert line.startswith("error: the PortAudio library is not installed")
+    assert "apt-get install libportaudio2" in line and "virtual_audio.sh" in line
 
 
 @pytest.mark.audio
 def test_devices_lists_the_virtual_devices_with_the_default_marked(audio_env):
-    result = run_cli(["devices"], audio_env)
+    result = run_cli("devices", env=audio_env, timeout=60)
     assert result.returncode == 0, result.stderr
     rows = {line.split()[1]: line.split() for line in result.stdout.splitlines()[1:]}
     assert set(rows) >= {"pulse", "default"}
@@ -180,7 +154,7 @@ def test_devices_without_any_device_is_a_one_line_error(tmp_path):
         pytest.skip("this machine has a sound card")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env["PULSE_SERVER"] = f"unix:{tmp_path}/no-such-socket"
-    result = run_cli(["devices"], env)
+    result = run_cli("devices", env=env, timeout=60)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import FRAME, RATE
 
 from moshi_mlx.app.engine import StepResult
 from moshi_mlx.app.loop import FrameLoop
@@ -26,9 +27,6 @@ from moshi_mlx.audio import duplex
 from moshi_mlx.audio.devices import AudioDevice
 from moshi_mlx.audio.duplex import DuplexAudio, StreamSettings, choose_stream_settings
 from moshi_mlx.errors import AudioError
-
-RATE, FRAME = 24000, 1920  # Mimi's frames, as the app passes them
-
 
 # --- a fake sounddevice: the callbacks are driven by hand ---------------------------
 
@@ -571,13 +569,6 @@ def run_scenario(env: dict[str, str], *args: str, timeout: float = 60) -> dict:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def audio_env():
-    from audio_env import virtual_audio_env
-
-    return virtual_audio_env()
 
 
 @pytest.mark.audio

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
 from echo_scenes import (
-    SAMPLE_RATE,
     coherent_level_db,
     level_db,
     moving_echo,
     room_echo,
     speech_like,
 )
+from helpers import FRAME, RATE, one_line_error, run_cli
 
 from moshi_mlx.audio.echo import (
     ChunkSplitter,
@@ -29,7 +26,6 @@ from moshi_mlx.audio.echo import (
 )
 from moshi_mlx.errors import AudioError
 
-FRAME = 1920  # one Moshi frame at 24 kHz
 CHUNK = 240  # 10 ms at 24 kHz
 ODD_SIZES = [250, 230, 7, 1920, 0, 1, 479, 961, 3]
 
@@ -134,7 +130,7 @@ def test_splitter_frame_is_exactly_eight_chunks() -> None:
 
 def test_passthrough_keeps_every_sample_for_any_frame_size() -> None:
     """With every stage off WebRTC is the identity, so what comes out is exactly what went in."""
-    aec = EchoCanceller(SAMPLE_RATE, echo_cancellation=False)
+    aec = EchoCanceller(RATE, echo_cancellation=False)
     x = int16_exact(6000, seed=0)
     out = [aec.process_near(piece) for piece in pieces(x, ODD_SIZES)]
     joined = np.concatenate(out)
@@ -145,7 +141,7 @@ def test_passthrough_keeps_every_sample_for_any_frame_size() -> None:
 
 
 def test_whole_frames_come_back_whole() -> None:
-    aec = EchoCanceller(SAMPLE_RATE)
+    aec = EchoCanceller(RATE)
     x = int16_exact(3 * FRAME, seed=1)
     for frame in x.reshape(3, FRAME):
         aec.process_far(frame)
@@ -159,7 +155,7 @@ def test_odd_sizes_give_the_same_output_as_whole_frames() -> None:
     mic = room_echo(far, delay_ms=60, gain_db=-6)
     outputs = []
     for sizes in ([FRAME], ODD_SIZES):
-        aec = EchoCanceller(SAMPLE_RATE)
+        aec = EchoCanceller(RATE)
         out = []
         for f, m in zip(pieces(far, sizes), pieces(mic, sizes), strict=True):
             aec.process_far(f)
@@ -174,7 +170,7 @@ def test_odd_sizes_give_the_same_output_as_whole_frames() -> None:
 
 
 def test_only_exact_10ms_buffers_reach_livekit() -> None:
-    aec = EchoCanceller(SAMPLE_RATE)
+    aec = EchoCanceller(RATE)
     apm = recorded(aec)
     x = int16_exact(9000, seed=2)
     for far, near in zip(pieces(x, ODD_SIZES), pieces(x[::-1], ODD_SIZES[::-1])):
@@ -187,7 +183,7 @@ def test_only_exact_10ms_buffers_reach_livekit() -> None:
 
 
 def test_far_and_near_chunks_alternate() -> None:
-    aec = EchoCanceller(SAMPLE_RATE)
+    aec = EchoCanceller(RATE)
     apm = recorded(aec)
     frame = int16_exact(FRAME, seed=3)
     for _ in range(2):
@@ -198,7 +194,7 @@ def test_far_and_near_chunks_alternate() -> None:
 
 def test_far_backlog_is_bounded() -> None:
     """Playback with no microphone frames must not build a delay AEC3 can no longer bridge."""
-    aec = EchoCanceller(SAMPLE_RATE)
+    aec = EchoCanceller(RATE)
     apm = recorded(aec)
     for _ in range(10):
         aec.process_far(int16_exact(FRAME, seed=4))
@@ -209,7 +205,7 @@ def test_far_backlog_is_bounded() -> None:
 def test_a_wrong_size_is_refused_before_livekit() -> None:
     from livekit import rtc
 
-    buffer = Int16Chunk(rtc, SAMPLE_RATE, CHUNK)
+    buffer = Int16Chunk(rtc, RATE, CHUNK)
     seen = []
     with pytest.raises(ValueError, match="would abort livekit"):
         buffer.run(np.zeros(CHUNK + 10, np.float32), seen.append)
@@ -217,7 +213,7 @@ def test_a_wrong_size_is_refused_before_livekit() -> None:
 
 
 def test_livekit_failure_falls_back_to_the_raw_microphone() -> None:
-    aec = EchoCanceller(SAMPLE_RATE)
+    aec = EchoCanceller(RATE)
     recorded(aec, fail_at_call=5)
     x = int16_exact(2 * FRAME, seed=5)
     aec.process_far(x[:FRAME])
@@ -242,7 +238,7 @@ def run_scene(
     far: np.ndarray, mic: np.ndarray, **options
 ) -> tuple[np.ndarray, EchoCanceller]:
     """Play `far`, hear `mic`, frame by frame like the app's loop; returns the cleaned mic."""
-    aec = EchoCanceller(SAMPLE_RATE, **options)
+    aec = EchoCanceller(RATE, **options)
     out = []
     for start in range(0, far.size - FRAME + 1, FRAME):
         aec.process_far(far[start : start + FRAME])
@@ -261,8 +257,8 @@ def test_echo_is_removed_after_convergence(voices) -> None:
     far, _ = voices
     echo = room_echo(far, delay_ms=120, gain_db=-6)
     out, aec = run_scene(far, echo)
-    late = slice(2 * SAMPLE_RATE, 4 * SAMPLE_RATE)
-    first_second = slice(0, SAMPLE_RATE)
+    late = slice(2 * RATE, 4 * RATE)
+    first_second = slice(0, RATE)
     assert level_db(echo[late]) - level_db(out[late]) > 25.0  # measured 41.9
     assert (
         level_db(echo[first_second]) - level_db(out[first_second]) > 12.0
@@ -282,7 +278,7 @@ def test_double_talk_keeps_the_user(voices) -> None:
     """Echo plus the user's voice from 3.5 s: the voice survives, the echo does not."""
     far, user = voices
     echo = room_echo(far, delay_ms=120, gain_db=-6)
-    talk = slice(int(3.5 * SAMPLE_RATE), int(3.5 * SAMPLE_RATE) + user.size)
+    talk = slice(int(3.5 * RATE), int(3.5 * RATE) + user.size)
     near = np.zeros_like(far)
     near[talk] = user
     out, _ = run_scene(far, echo + near)
@@ -304,7 +300,7 @@ def test_reference_delay_bridges_long_device_latency(voices) -> None:
     """800 ms speaker->mic is past AEC3's 500 ms window; holding the reference 400 ms fixes it."""
     far, _ = voices
     echo = room_echo(far, delay_ms=800, gain_db=-6)
-    late = slice(3 * SAMPLE_RATE, 6 * SAMPLE_RATE)
+    late = slice(3 * RATE, 6 * RATE)
     alone, _ = run_scene(far, echo)
     held, _ = run_scene(far, echo, reference_delay_ms=reference_delay_for(0.8))
     assert level_db(echo[late]) - level_db(alone[late]) < 15.0  # measured ~2 dB
@@ -326,9 +322,9 @@ def test_reference_delay_centres_latency_in_the_window(latency_s, hold_ms) -> No
 
 def test_reference_delay_is_whole_chunks() -> None:
     """The hold is applied in 10 ms chunks; `reference_delay_ms` says what was applied."""
-    held = EchoCanceller(SAMPLE_RATE, reference_delay_ms=153.0)
+    held = EchoCanceller(RATE, reference_delay_ms=153.0)
     assert held.reference_delay_ms == 150
-    assert EchoCanceller(SAMPLE_RATE).reference_delay_ms == 0
+    assert EchoCanceller(RATE).reference_delay_ms == 0
 
 
 def test_echo_delay_jumps_are_followed() -> None:
@@ -340,11 +336,11 @@ def test_echo_delay_jumps_are_followed() -> None:
     earlier one (an echo that now comes before AEC3's filter takes longest to find).
     """
     far = speech_like(12.0, seed=4)
-    t = np.arange(far.size) / SAMPLE_RATE
+    t = np.arange(far.size) / RATE
     echo = moving_echo(far, 280.0 + 8.0 * (t >= 4.0) - 16.0 * (t >= 8.0), -6.0)
     out, _ = run_scene(far, echo)
     for start_s in (2.0, 6.0, 10.0):  # before, 2 s after each jump
-        settled = slice(int(start_s * SAMPLE_RATE), int((start_s + 1.9) * SAMPLE_RATE))
+        settled = slice(int(start_s * RATE), int((start_s + 1.9) * RATE))
         assert level_db(echo[settled]) - level_db(out[settled]) > 50.0, start_s
 
 
@@ -356,10 +352,10 @@ def test_slow_clock_drift_is_followed() -> None:
     AEC3 keeps only 10-30 dB.
     """
     far = speech_like(20.0, seed=4)
-    creep_ms = 50e-6 * 1000 * np.arange(far.size) / SAMPLE_RATE
+    creep_ms = 50e-6 * 1000 * np.arange(far.size) / RATE
     echo = moving_echo(far, 250.0 + creep_ms, -6.0)
     out, _ = run_scene(far, echo)
-    late = slice(5 * SAMPLE_RATE, out.size)
+    late = slice(5 * RATE, out.size)
     assert level_db(echo[late]) - level_db(out[late]) > 55.0
 
 
@@ -376,7 +372,7 @@ def test_frames_dropped_for_lag_still_reach_the_canceller(fed: bool) -> None:
     echo = moving_echo(far, np.full(far.size, 240.0), -6.0)
     audio = FakeDuplex(list(echo[: echo.size // FRAME * FRAME].reshape(-1, FRAME)))
     audio.played = list(far[: far.size // FRAME * FRAME].reshape(-1, FRAME))
-    aec = EchoCanceller(SAMPLE_RATE)
+    aec = EchoCanceller(RATE)
     frames = EchoFedAudio(audio, aec) if fed else audio
     heard: list[np.ndarray] = []
     cleaned: list[np.ndarray] = []
@@ -396,40 +392,31 @@ def test_frames_dropped_for_lag_still_reach_the_canceller(fed: bool) -> None:
 def test_clean_is_the_frame_loop_hook() -> None:
     far = speech_like(1.0, seed=3)
     mic = room_echo(far, delay_ms=40, gain_db=-6)
-    by_hook, by_hand = EchoCanceller(SAMPLE_RATE), EchoCanceller(SAMPLE_RATE)
+    by_hook, by_hand = EchoCanceller(RATE), EchoCanceller(RATE)
     for start in range(0, far.size - FRAME + 1, FRAME):
         f, m = far[start : start + FRAME], mic[start : start + FRAME]
         by_hand.process_far(f)
         np.testing.assert_array_equal(by_hook.clean(m, f), by_hand.process_near(m))
-    silent = EchoCanceller(SAMPLE_RATE, echo_cancellation=False)
+    silent = EchoCanceller(RATE, echo_cancellation=False)
     quantized = int16_to_float(float_to_int16(mic[:FRAME]))  # WebRTC works in int16
     np.testing.assert_array_equal(silent.clean(mic[:FRAME], None), quantized)
 
 
 def test_noise_suppression_alone() -> None:
-    noise = (np.random.default_rng(0).standard_normal(3 * SAMPLE_RATE) * 0.01).astype(
+    noise = (np.random.default_rng(0).standard_normal(3 * RATE) * 0.01).astype(
         np.float32
     )
     out, aec = run_scene(noise, noise, echo_cancellation=False, noise_suppression=True)
-    assert (
-        level_db(noise[SAMPLE_RATE:]) - level_db(out[SAMPLE_RATE:]) > 6.0
-    )  # measured 13 dB
+    assert level_db(noise[RATE:]) - level_db(out[RATE:]) > 6.0  # measured 13 dB
     assert not aec.active
 
 
 def test_record_processed_needs_record() -> None:
-    result = subprocess.run(
-        [sys.executable, "cli.py", "chat", "--record-processed"],
-        check=False,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_cli("chat", "--record-processed", timeout=60)
+    assert (
+        one_line_error(result)
+        == "error: --record-processed needs --record DIR (where to save it)"
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "error: --record-processed needs --record DIR (where to save it)"
-    ]
 
 
 def test_status_panel_shows_the_canceller(voices) -> None:
@@ -437,9 +424,9 @@ def test_status_panel_shows_the_canceller(voices) -> None:
 
     far, _ = voices
     assert echo_status(None) == "off (use headphones)"
-    off = EchoCanceller(SAMPLE_RATE, echo_cancellation=False, noise_suppression=True)
+    off = EchoCanceller(RATE, echo_cancellation=False, noise_suppression=True)
     assert echo_status(off) == "off (use headphones) · noise suppression"
-    fresh = EchoCanceller(SAMPLE_RATE)
+    fresh = EchoCanceller(RATE)
     assert echo_status(fresh) == "on · measuring when Moshi speaks"
     _, converged = run_scene(far, room_echo(far, delay_ms=120, gain_db=-6))
     assert re.fullmatch(r"on · \d+ dB echo removed", echo_status(converged))

@@ -33,7 +33,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audio_env import align, cable, virtual_audio_env, write_wav
-from echo_scenes import SAMPLE_RATE, coherent_level_db, level_db, speech_like
+from echo_scenes import coherent_level_db, level_db, speech_like
+from helpers import FRAME, RATE
 
 pytestmark = pytest.mark.audio
 
@@ -44,7 +45,6 @@ ECHO_GAIN_DB = -6  # the room's volume: a loud laptop speaker
 USER_VOLUME = round(65536 * 10 ** (-ECHO_GAIN_DB / 60))
 RUN_SECONDS = 15.0
 USER_STARTS_S = 8.5  # after the canceller has converged on Moshi alone
-FRAME = 1920  # the harness's frame: one meter reading each
 # AEC3 converges within 1-2 s on a 240 ms echo delay, but takes 2-6 s (depending on
 # the voice) on the 0-40 ms the devices' 10 ms periods leave; the rest is margin
 SETTLED_S = 6.0
@@ -106,19 +106,19 @@ def test_echo_cancelled_on_virtual_devices(echo_room: EchoRoom, tmp_path: Path) 
 
     user_at, _ = align(user, mic)
     echo_lag, echo_score = echo_delay(played, mic, 1.0)
-    end_lag, end_score = echo_delay(played, mic, mic.size / SAMPLE_RATE - 2.0)
+    end_lag, end_score = echo_delay(played, mic, mic.size / RATE - 2.0)
     echo_ref = np.concatenate([np.zeros(echo_lag, np.float32), played])[: mic.size]
-    alone = slice(int(SETTLED_S * SAMPLE_RATE), user_at - SAMPLE_RATE // 5)
+    alone = slice(int(SETTLED_S * RATE), user_at - RATE // 5)
     talk = slice(user_at, user_at + user.size)
     reference_delay_ms = float(run["reference_delay_ms"])
     figures = {
-        "echo_delay_ms": echo_lag * 1000 / SAMPLE_RATE,
-        "echo_delay_end_ms": end_lag * 1000 / SAMPLE_RATE,  # the room held still?
+        "echo_delay_ms": echo_lag * 1000 / RATE,
+        "echo_delay_end_ms": end_lag * 1000 / RATE,  # the room held still?
         "echo_correlation": [echo_score, end_score],  # 1.0: exactly `played`
         "reference_delay_ms": reference_delay_ms,  # the chat's hold (make_echo_canceller)
         # the reference reaches AEC3 this far ahead of the microphone it pairs with
         "played_lead_ms": float(run["played_lead_ms"]),
-        "delay_left_to_aec3_ms": echo_lag * 1000 / SAMPLE_RATE
+        "delay_left_to_aec3_ms": echo_lag * 1000 / RATE
         + float(run["played_lead_ms"])
         - reference_delay_ms,
         "echo_level_vs_moshi_db": level_db(mic[alone]) - level_db(played[alone]),
@@ -149,19 +149,17 @@ def test_echo_cancelled_on_virtual_devices(echo_room: EchoRoom, tmp_path: Path) 
 
 def echo_delay(played: np.ndarray, mic: np.ndarray, at_s: float) -> tuple[int, float]:
     """Delay (samples) of the echo of DELAY_PROBE_S of `played` from `at_s`, and its correlation."""
-    start, probe = int(at_s * SAMPLE_RATE), int(DELAY_PROBE_S * SAMPLE_RATE)
+    start, probe = int(at_s * RATE), int(DELAY_PROBE_S * RATE)
     return align(played[start : start + probe], mic[start:])
 
 
 def test_chat_cancels_its_own_echo(echo_room: EchoRoom, tmp_path: Path) -> None:
     """`cli.py chat` (fixture Moshi) on the echo room: its voice comes back into its mic."""
-    from test_chat_e2e import START_TIMEOUT_S, App
-    from test_file_mode import tiny_request
+    from helpers import START_TIMEOUT_S, App, load_tiny_engine
 
-    from moshi_mlx.app.engine import SamplingSettings, load_engine
+    from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.app.file_mode import process_frames, split_frames
     from moshi_mlx.app.recorder import JSON_NAME, PROCESSED_NAME, WAV_NAME
-    from moshi_mlx.checkpoints import resolve_checkpoint
 
     user = speech_like(3.0, seed=2, f0=210.0)
     user_wav = write_wav(tmp_path / "user.wav", user)
@@ -187,9 +185,7 @@ def test_chat_cancels_its_own_echo(echo_room: EchoRoom, tmp_path: Path) -> None:
     # Moshi alone, once the canceller settled, in frames where it really spoke.
     frames = [
         i
-        for i in range(
-            int(SETTLED_S * SAMPLE_RATE) // FRAME, (user_at - SAMPLE_RATE // 5) // FRAME
-        )
+        for i in range(int(SETTLED_S * RATE) // FRAME, (user_at - RATE // 5) // FRAME)
         if level_db(moshi[i * FRAME : (i + 1) * FRAME]) > -40
     ]
     assert len(frames) > 10, "the fixture Moshi was silent"
@@ -221,7 +217,7 @@ def test_chat_cancels_its_own_echo(echo_room: EchoRoom, tmp_path: Path) -> None:
     assert figures["chat_double_talk_user_kept_db"] > -6.0
 
     # mic_processed.wav is exactly what Moshi heard: replaying it gives the same tokens
-    engine = load_engine(resolve_checkpoint(tiny_request()), SamplingSettings())
+    engine = load_tiny_engine(SamplingSettings())
     replay = process_frames(engine, split_frames(processed, FRAME))
     recorded = json.loads((record_dir / JSON_NAME).read_text())["frames"]
     replayed = replay.transcript.to_json()["frames"]

@@ -10,59 +10,37 @@ import subprocess
 import sys
 import time
 
-import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
 from app_fakes import PIECES, FakeDuplex, ScriptedEngine
-from conftest import FIXTURES, REPO_ROOT
+from helpers import (
+    FIXTURES,
+    FRAME,
+    GREEDY,
+    RATE,
+    REPO_ROOT,
+    TINY_FLAGS,
+    espeak_clip,
+    load_tiny_engine,
+    one_line_error,
+    run_cli,
+    tiny_request,
+)
 from rich.console import Console
 
 from moshi_mlx.app import file_mode
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import SamplingSettings
 from moshi_mlx.app.file_mode import process_frames, run_file, split_frames
 from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.audio.files import frames_of, read_audio_blocks, resample
-from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
 from moshi_mlx.errors import MoshiError
-
-FRAME = 1920
-GREEDY = SamplingSettings(text_temperature=0, audio_temperature=0)
-TINY_FLAGS = [
-    "--moshi-weight", str(FIXTURES / "lm" / "model.safetensors"),
-    "--lm-config", str(FIXTURES / "lm" / "config.json"),
-    "--tokenizer", str(FIXTURES / "lm" / "tokenizer.model"),
-    "--mimi-weight", str(FIXTURES / "mimi" / "mimi_small.safetensors"),
-    "--mimi-config", str(FIXTURES / "mimi" / "mimi_small.json"),
-]  # fmt: skip
-
-
-def tiny_request(**changes) -> WeightRequest:
-    """The fixture Moshi (small Mimi + small LM) as local overrides."""
-    lm, mimi = FIXTURES / "lm", FIXTURES / "mimi"
-    fields = dict(
-        moshi_weight=lm / "model.safetensors",
-        lm_config=lm / "config.json",
-        tokenizer=lm / "tokenizer.model",
-        mimi_weight=mimi / "mimi_small.safetensors",
-        mimi_config=mimi / "mimi_small.json",
-        offline=True,
-    )
-    return WeightRequest(**{**fields, **changes})
 
 
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """1.52 s of espeak speech (the Mimi fixture input), twice: 38 frames."""
-    pcm = np.array(
-        mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"]
-    )
-    return np.tile(pcm.reshape(-1), 2)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return load_engine(resolve_checkpoint(tiny_request()), GREEDY)
+    return np.tile(espeak_clip(), 2)
 
 
 def test_split_frames_pads_the_last_frame():
@@ -71,9 +49,9 @@ def test_split_frames_pads_the_last_frame():
     assert frames[2, :5].sum() == 5 and not frames[2, 5:].any()
 
 
-def test_greedy_file_mode_is_deterministic(engine, speech):
-    first = process_frames(engine, split_frames(speech, FRAME))
-    second = process_frames(engine, split_frames(speech, FRAME))
+def test_greedy_file_mode_is_deterministic(tiny_engine, speech):
+    first = process_frames(tiny_engine, split_frames(speech, FRAME))
+    second = process_frames(tiny_engine, split_frames(speech, FRAME))
     np.testing.assert_array_equal(first.moshi, second.moshi)
     assert first.transcript.to_json() == second.transcript.to_json()
     frames = first.transcript.to_json()["frames"]
@@ -106,8 +84,8 @@ def stream_through_loop(engine, frames: np.ndarray) -> list:
         pytest.param(SamplingSettings(seed=7), id="sampled-same-seed"),
     ],
 )
-def test_file_mode_equals_the_streaming_loop(sampling, speech):
-    engine = load_engine(resolve_checkpoint(tiny_request()), sampling)
+def test_file_mode_equals_the_streaming_loop(sampling, speech, tiny_engine):
+    engine = tiny_engine if sampling == GREEDY else load_tiny_engine(sampling)
     frames = split_frames(speech, FRAME)
     offline = process_frames(engine, frames)
     events = stream_through_loop(engine, frames)
@@ -121,9 +99,9 @@ def test_file_mode_equals_the_streaming_loop(sampling, speech):
     )
 
 
-def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
+def test_run_file_writes_stereo_and_transcript(tmp_path, speech, tiny_engine):
     source = tmp_path / "user_48k_stereo.wav"
-    speech_48k = resample(speech, 24000, 48000)
+    speech_48k = resample(speech, RATE, 48000)
     sf.write(
         str(source), np.stack([speech_48k, speech_48k], axis=1), 48000, subtype="FLOAT"
     )
@@ -139,13 +117,12 @@ def test_run_file_writes_stereo_and_transcript(tmp_path, speech):
     )
     assert run.complete and run.frames == 38
     # the same frames, read block by block as run_file reads them, in memory
-    frames = list(frames_of(read_audio_blocks(source, 24000), FRAME))
+    frames = list(frames_of(read_audio_blocks(source, RATE), FRAME))
     assert len(frames) == 38
-    engine = load_engine(resolve_checkpoint(tiny_request()), GREEDY)
-    expected = process_frames(engine, frames)
+    expected = process_frames(tiny_engine, frames)
     assert np.corrcoef(expected.user, speech)[0, 1] > 0.99  # the input, at 24 kHz
     pcm16, rate = sf.read(str(tmp_path / "out.wav"), dtype="int16")
-    assert rate == 24000 and pcm16.shape == (38 * FRAME, 2)  # 48 kHz input resampled
+    assert rate == RATE and pcm16.shape == (38 * FRAME, 2)  # 48 kHz input resampled
     for channel, pcm in enumerate([expected.user, expected.moshi]):
         want = np.clip(np.rint(pcm * 32768), -32768, 32767)
         np.testing.assert_array_equal(pcm16[:, channel], want)
@@ -165,7 +142,7 @@ def test_a_model_crash_keeps_the_answer_so_far(tmp_path, speech, monkeypatch):
     monkeypatch.setattr(
         file_mode, "load_engine", lambda *args: ScriptedEngine(fail_at=20)
     )
-    sf.write(str(tmp_path / "in.wav"), speech, 24000)
+    sf.write(str(tmp_path / "in.wav"), speech, RATE)
     with pytest.raises(MoshiError) as err:
         run_file(
             tiny_request(),
@@ -185,22 +162,11 @@ def test_a_model_crash_keeps_the_answer_so_far(tmp_path, speech, monkeypatch):
     assert [f["text"] for f in frames] == PIECES[:20]
 
 
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
 def test_cli_file_mode_greedy(tmp_path, speech):
-    sf.write(str(tmp_path / "in.wav"), speech, 24000)
+    sf.write(str(tmp_path / "in.wav"), speech, RATE)
     outputs = []
     for name in ("a", "b"):
-        result = cli(
+        result = run_cli(
             "file", str(tmp_path / "in.wav"), str(tmp_path / f"{name}.wav"),
             "--transcript", str(tmp_path / f"{name}.json"),
             "--text-temperature", "0", "--audio-temperature", "0", *TINY_FLAGS,
@@ -213,7 +179,7 @@ def test_cli_file_mode_greedy(tmp_path, speech):
 
 
 def test_interrupted_file_mode_keeps_a_valid_partial_answer(tmp_path, speech):
-    sf.write(str(tmp_path / "in.wav"), np.tile(speech, 10), 24000)  # 380 frames
+    sf.write(str(tmp_path / "in.wav"), np.tile(speech, 10), RATE)  # 380 frames
     out, transcript = tmp_path / "out.wav", tmp_path / "t.json"
     process = subprocess.Popen(
         [sys.executable, "cli.py", "file", str(tmp_path / "in.wav"), str(out),
@@ -238,14 +204,6 @@ def test_interrupted_file_mode_keeps_a_valid_partial_answer(tmp_path, speech):
     assert not (tmp_path / "t.jsonl").exists()
 
 
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     "flag, message",
     [
@@ -259,8 +217,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 def test_wrong_quantization_flag_is_one_line(tmp_path, flag, message):
     flags = [*TINY_FLAGS]
     flags[1] = str(FIXTURES / "lm" / "model.q4.safetensors")
-    sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), 24000)
-    result = cli(
+    sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), RATE)
+    result = run_cli(
         "file",
         str(tmp_path / "in.wav"),
         str(tmp_path / "o.wav"),
@@ -274,17 +232,17 @@ def test_wrong_quantization_flag_is_one_line(tmp_path, flag, message):
 
 
 def test_offline_without_cached_weights_is_one_line(tmp_path):
-    sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), 24000)
-    result = cli(
+    sf.write(str(tmp_path / "in.wav"), np.zeros(FRAME, np.float32), RATE)
+    result = run_cli(
         "file", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--offline",
-        env={"HF_HOME": str(tmp_path / "hf")},
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf")},
     )  # fmt: skip
     line = one_line_error(result)
     assert "kyutai/moshiko-mlx-q4/" in line and "offline mode is on" in line
 
 
 def test_missing_input_file_is_one_line(tmp_path):
-    result = cli(
+    result = run_cli(
         "file", str(tmp_path / "nope.wav"), str(tmp_path / "o.wav"), *TINY_FLAGS
     )
     assert "audio file not found" in one_line_error(result)

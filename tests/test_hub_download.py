@@ -23,12 +23,11 @@ from types import SimpleNamespace
 import huggingface_hub.constants as hf_constants
 import huggingface_hub.file_download as hf_file_download
 import huggingface_hub.utils._http as hf_http
-import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES
 from fake_hub import COMMIT, FakeHub
+from helpers import FIXTURES, RATE, espeak_clip
 
 from moshi_mlx.checkpoints import MIMI_FILENAME, WeightRequest, resolve_checkpoint
 from moshi_mlx.errors import WeightsError
@@ -240,8 +239,7 @@ def run_in_terminal(args: list[str], env: dict, cwd: Path) -> tuple[int, str, st
 
 def test_file_command_downloads_with_progress_then_runs_from_the_cache(tmp_path):
     """`file --hf-repo` against the fake hub, then the same with the hub gone."""
-    pcm = mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"]
-    sf.write(str(tmp_path / "in.wav"), np.array(pcm).reshape(-1), 24000)
+    sf.write(str(tmp_path / "in.wav"), espeak_clip(), RATE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env["HF_HOME"] = str(tmp_path / "hf")
 

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from audio_env import cable, virtual_audio_env
-from conftest import REPO_ROOT
-from test_file_mode import TINY_FLAGS
+from helpers import TINY_FLAGS, run_cli
 
 pytestmark = pytest.mark.audio
 
 
-def latency(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", "latency", "--seconds", "4", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+def latency(args: list[str], env: dict[str, str]):
+    """`cli.py latency --seconds 4 ARGS`, to its end."""
+    return run_cli("latency", "--seconds", "4", *args, env=env, timeout=180)
 
 
 def test_latency_through_a_cable_with_the_tiny_model(tmp_path):

@@ -13,8 +13,7 @@ import os
 import numpy as np
 import pytest
 from audio_env import virtual_audio_env
-from conftest import FIXTURES, REPO_ROOT
-from test_file_mode import TINY_FLAGS
+from helpers import FIXTURES, REPO_ROOT, TINY_FLAGS
 
 from moshi_mlx.benchmark.click_probe import latency_bus, measure_chat
 from moshi_mlx.benchmark.copy_moshi import write_copy_moshi

@@ -8,6 +8,7 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
+from helpers import LM_GOLDEN_STEPS, teacher_forced
 from mlx.utils import tree_flatten
 
 from moshi_mlx import accelerator
@@ -15,7 +16,6 @@ from moshi_mlx.errors import ConfigError, WeightsError
 from moshi_mlx.lm import LmConfig, LmGen, Sampler, load_lm, pytorch_to_mlx
 from moshi_mlx.weights import load_safetensors
 
-STEPS = 24
 VARIANTS = [
     pytest.param("model.safetensors", "ref", id="bf16-file"),
     pytest.param("model.q8.safetensors", "ref.q8", id="q8-file"),
@@ -26,29 +26,6 @@ VARIANTS = [
 @pytest.fixture(scope="module")
 def cfg(lm_fixtures) -> LmConfig:
     return LmConfig.from_json(lm_fixtures / "config.json")
-
-
-def teacher_forced(model, ref) -> dict[str, np.ndarray]:
-    """Run the model on the golden inputs/tokens; return its float outputs per step."""
-    cache = model.make_cache(1)
-    outs, text, audio = [], [], []
-    for t in range(STEPS):
-        h = model.temporal(
-            ref["model_input_text"][t : t + 1],
-            ref["model_input_audio"][t : t + 1],
-            cache,
-        )
-        forced = mx.concatenate(
-            [ref["text_tokens"][t : t + 1], ref["audio_tokens_raw"][t, :-1]]
-        )
-        outs.append(h.astype(mx.float32))
-        text.append(model.text_logits(h))
-        audio.append(model.depformer_logits(h, forced[None]))
-    return {
-        "transformer_out": np.array(mx.concatenate(outs)),
-        "text_logits": np.array(mx.concatenate(text)),
-        "audio_logits": np.array(mx.concatenate(audio)),
-    }
 
 
 def free_run(
@@ -126,7 +103,7 @@ def assert_matches_golden(model, ref) -> None:
         np.testing.assert_allclose(
             got, np.array(ref[name]), atol=1e-3, rtol=0, err_msg=name
         )
-    run = free_run(model, ref["input_user_codes"], STEPS, alignment="mlx")
+    run = free_run(model, ref["input_user_codes"], LM_GOLDEN_STEPS, alignment="mlx")
     for name, got in run.items():
         np.testing.assert_array_equal(got, np.array(ref[name]), err_msg=name)
 
@@ -164,7 +141,7 @@ def test_default_alignment_is_kyutai_pytorch(cfg, lm_fixtures, golden, context):
         k: np.array(v)
         for k, v in mx.load(str(lm_fixtures / f"{golden}.safetensors")).items()
     }
-    run = free_run(model, mx.array(ref["input_user_codes"]), STEPS)
+    run = free_run(model, mx.array(ref["input_user_codes"]), LM_GOLDEN_STEPS)
     np.testing.assert_array_equal(run["text_tokens"], ref["text_tokens"])
     np.testing.assert_array_equal(run["audio_tokens_out"], ref["audio_tokens_out"])
     # PyTorch returns frame t - 1 with its text token, ours came a step earlier

@@ -7,7 +7,7 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from test_lm import teacher_forced
+from helpers import teacher_forced
 
 from moshi_mlx.lm import LmConfig, load_lm
 from moshi_mlx.lm import float32 as lm_float32

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import run_cli
 from mlx.utils import tree_flatten
 
 from moshi_mlx import accelerator
@@ -22,16 +19,6 @@ from moshi_mlx.weights import load_safetensors
 @pytest.fixture(scope="module")
 def cfg(lm_fixtures) -> LmConfig:
     return LmConfig.from_json(lm_fixtures / "config.json")
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", *map(str, args)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_same_tensors(a: dict[str, mx.array], b: dict[str, mx.array]) -> None:
@@ -49,7 +36,7 @@ def greedy_tokens(model, steps: int = 6) -> list[int]:
 
 def test_quantize_command_reproduces_published_q4(lm_fixtures, tmp_path):
     out = tmp_path / "model.q4.safetensors"
-    result = cli(
+    result = run_cli(
         "quantize",
         lm_fixtures / "model.safetensors",
         out,
@@ -68,7 +55,7 @@ def test_quantized_file_loads_back_identically(cfg, lm_fixtures, tmp_path):
     """Any bits/group: the written file gives the same model as quantizing on load."""
     out = tmp_path / "model.q6.safetensors"
     assert (
-        cli(
+        run_cli(
             "quantize",
             lm_fixtures / "model.pytorch.safetensors",
             out,
@@ -93,7 +80,7 @@ def test_quantized_file_loads_back_identically(cfg, lm_fixtures, tmp_path):
 
 def test_convert_command_gives_the_mlx_file(lm_fixtures, tmp_path):
     out = tmp_path / "model.safetensors"
-    result = cli("convert", lm_fixtures / "model.pytorch.safetensors", out)
+    result = run_cli("convert", lm_fixtures / "model.pytorch.safetensors", out)
     assert result.returncode == 0, result.stderr
     assert "151 tensors" in result.stdout
     assert_same_tensors(
@@ -138,7 +125,7 @@ def test_convert_command_gives_the_mlx_file(lm_fixtures, tmp_path):
     ],
 )
 def test_command_errors_are_one_line(lm_fixtures, tmp_path, args, message):
-    result = cli(*(a.format(lm=lm_fixtures, tmp=tmp_path) for a in args))
+    result = run_cli(*(a.format(lm=lm_fixtures, tmp=tmp_path) for a in args))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from app_fakes import PIECES, FailingDisk, add_steps, moshi_frame, user_frame
+from helpers import FRAME, FRAME_S, RATE, REPO_ROOT, recover_with_cli
 
 from moshi_mlx.app.recorder import (
     JSON_NAME,
@@ -27,26 +29,6 @@ from moshi_mlx.app.transcript import Transcript, finish_transcript
 from moshi_mlx.audio.files import WAV_HEADER_BYTES, WavAppender, wav_header
 from moshi_mlx.errors import AudioError, MoshiError
 from moshi_mlx.words import format_time
-
-RATE = 24000
-FRAME = 1920
-FRAME_S = FRAME / RATE
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-# A piece per step: "Hello, how are you?", a long pause, "I am fine." ("" = padding)
-PIECES = (
-    [" Hello", ",", "", " how", " are", "", " you", "?"]
-    + [""] * 25
-    + [" I", " am", " fi", "ne", "."]
-)
-
-
-def user_frame(step: int) -> np.ndarray:
-    return np.full(FRAME, 0.25 if step % 2 else -0.25, np.float32)
-
-
-def moshi_frame(step: int) -> np.ndarray:
-    return np.linspace(-0.5, 0.5, FRAME, dtype=np.float32) * (step % 3)
 
 
 def test_transcript_frames_and_words():
@@ -91,12 +73,6 @@ def test_lone_space_piece_starts_a_word():
 def test_format_time():
     assert format_time(0.0) == "00:00.00"
     assert format_time(83.456) == "01:23.46"
-
-
-def add_steps(recorder: Recorder, steps: range) -> None:
-    for step in steps:
-        piece = PIECES[step % len(PIECES)]
-        recorder.add(step, user_frame(step), moshi_frame(step), 5, piece, np.arange(8))
 
 
 def log_frames(path: Path) -> list[dict]:
@@ -165,9 +141,10 @@ RECORD_FOREVER = """
 import sys, time
 import numpy as np
 sys.path.insert(0, {tests!r})
-from test_recorder import add_steps
+from app_fakes import add_steps
+from helpers import FRAME, RATE
 from moshi_mlx.app.recorder import Recorder
-recorder = Recorder({out!r}, 24000, 1920)
+recorder = Recorder({out!r}, RATE, FRAME)
 step = 0
 while True:
     add_steps(recorder, range(step, step + 1))
@@ -177,19 +154,6 @@ while True:
         print(step, flush=True)
     time.sleep(0.005)
 """
-
-
-def recover_with_cli(directory: Path) -> str:
-    """`cli.py recover DIR`, which must succeed; its output."""
-    result = subprocess.run(
-        [sys.executable, "cli.py", "recover", str(directory)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_killed_recording_loses_at_most_a_second_and_recovers(tmp_path):
@@ -244,12 +208,13 @@ FILL_THE_DISK = """
 import resource, signal, sys
 import numpy as np
 sys.path.insert(0, {tests!r})
-from test_recorder import add_steps
+from app_fakes import add_steps
+from helpers import FRAME, RATE
 from moshi_mlx.app.recorder import Recorder
 # writes past the limit then fail with EFBIG instead of killing the process
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
-recorder = Recorder({out!r}, 24000, 1920)
+recorder = Recorder({out!r}, RATE, FRAME)
 add_steps(recorder, range(60))
 recorder.close()
 print(recorder.errors)
@@ -275,45 +240,6 @@ def test_full_disk_keeps_what_was_saved_and_the_transcript_goes_on(tmp_path):
     assert os.path.getsize(out / WAV_NAME) == WAV_HEADER_BYTES + 36 * FRAME * 4
     # the transcript (a few kB) is complete
     assert len(json.loads((out / JSON_NAME).read_text())["frames"]) == 60
-
-
-class FailingFile:
-    """A real unbuffered file whose writes fail with `error` once `broken` is set."""
-
-    def __init__(self, path: Path, mode: str) -> None:
-        self._file = open(path, mode, buffering=0)
-        self.error: int | None = None
-
-    def write(self, data) -> int:
-        if self.error is not None:
-            raise OSError(self.error, os.strerror(self.error))
-        return self._file.write(data)
-
-    def seek(self, offset: int) -> int:
-        return self._file.seek(offset)
-
-    def truncate(self, size: int) -> int:
-        return self._file.truncate(size)
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class FailingDisk:
-    """An Opener whose files can be made to fail one by one (by file name)."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, FailingFile] = {}
-
-    def __call__(self, path: Path, mode: str) -> FailingFile:
-        self.files[path.name] = FailingFile(path, mode)
-        return self.files[path.name]
-
-    def fail(self, name: str, error: int) -> None:
-        self.files[name].error = error
 
 
 def test_a_failed_transcript_does_not_stop_the_audio(tmp_path):

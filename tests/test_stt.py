@@ -9,12 +9,11 @@ import threading
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from helpers import FIXTURES, FRAME, FRAME_S, RATE, fixture_request
 
 from moshi_mlx.errors import ConfigError, WeightsError
 from moshi_mlx.mimi import MimiStream
 from moshi_mlx.stt import (
-    SttRequest,
     SttStream,
     benchmark_step,
     load_stt,
@@ -22,30 +21,16 @@ from moshi_mlx.stt import (
     pad_for_file,
     resolve_stt_checkpoint,
 )
-from moshi_mlx.words import Word, word_lines
 from moshi_mlx.stt.checkpoint import read_stt_config
 from moshi_mlx.stt.file import transcribe_pcm
+from moshi_mlx.words import Word, word_lines
 
 STT = FIXTURES / "stt"
 MIMI = FIXTURES / "mimi"
-RATE = 24000
-FRAME_S = 0.08
 VARIANTS = [
     pytest.param("model.safetensors", "ref", id="bf16-file"),
     pytest.param("model.q4.safetensors", "ref.q4", id="q4-file"),
 ]
-
-
-def fixture_request(**changes) -> SttRequest:
-    """The fixture STT (config + files beside it) with the small Mimi, float32 compute."""
-    fields = dict(
-        config=STT / "config.json",
-        mimi_weight=MIMI / "mimi_small.safetensors",
-        mimi_config=MIMI / "mimi_small.json",
-        offline=True,
-        dtype="float32",
-    )
-    return SttRequest(**{**fields, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +70,12 @@ def test_padding_is_the_reference_rule(ref, summary):
     padded = pad_for_file(ref["pcm"].reshape(-1), cfg.stt, RATE)
     np.testing.assert_array_equal(padded, ref["pcm_padded"].reshape(-1))
     assert len(padded) == summary["pcm_padded_samples"]
-    assert len(padded) // 1920 == summary["steps"] == 39
+    assert len(padded) // FRAME == summary["steps"] == 39
 
 
 def test_our_mimi_gives_the_fixture_codes(mimi, ref):
     stream = MimiStream(mimi)
-    frames = ref["pcm_padded"].reshape(-1)[: 39 * 1920].reshape(39, 1920)
+    frames = ref["pcm_padded"].reshape(-1)[: 39 * FRAME].reshape(39, FRAME)
     codes = np.stack([np.array(stream.encode(mx.array(f)))[0] for f in frames], axis=1)
     np.testing.assert_array_equal(
         codes, ref["codes"][0]
@@ -146,9 +131,7 @@ def expected_words(
             words[-1][1] += piece
         open_word = True
     return [
-        Word(round(max(0.0, t * FRAME_S - lead - delay), 3), w)
-        for t, w in words
-        if w
+        Word(round(max(0.0, t * FRAME_S - lead - delay), 3), w) for t, w in words if w
     ]
 
 

@@ -6,45 +6,41 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
-import mlx.core as mx
 import numpy as np
 import pytest
 from app_fakes import FakeDuplex
-from conftest import FIXTURES, REPO_ROOT
+from helpers import (
+    FIXTURES,
+    FRAME,
+    FRAME_S,
+    GREEDY,
+    RATE,
+    espeak_clip,
+    fixture_request,
+    load_tiny_engine,
+    one_line_error,
+    run_cli,
+    stt_words,
+)
 from rich.console import Console
-from test_file_mode import GREEDY, tiny_request
-from test_stt import fixture_request
 
 from moshi_mlx.app.chat import converse
-from moshi_mlx.app.engine import load_engine
 from moshi_mlx.app.file_mode import process_frames, split_frames
-from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, Recorder
-from moshi_mlx.checkpoints import resolve_checkpoint
-from moshi_mlx.errors import ConfigError
-from moshi_mlx.mimi import MimiStream
-
 from moshi_mlx.app.loop import FrameEvent
+from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, Recorder
 from moshi_mlx.app.transcript import Transcript
 from moshi_mlx.app.ui import ChatState, ChatView, PlainView
-from moshi_mlx.stt import (
-    SttStream,
-    load_stt,
-    load_stt_mimi,
-    resolve_stt_checkpoint,
-)
+from moshi_mlx.errors import ConfigError
+from moshi_mlx.stt import resolve_stt_checkpoint
 from moshi_mlx.stt.live import SttStatus, load_chat_stt, user_transcriber
 from moshi_mlx.words import Word
 
-FRAME_S = 0.08
-
 
 def test_transcript_has_user_words_only_when_transcribed():
-    transcript = Transcript(0.08)
+    transcript = Transcript(FRAME_S)
     for step, piece in enumerate(
         [" Hi", " there", "", "", "", ""] + [""] * 30 + [" Bye"]
     ):
@@ -88,8 +84,8 @@ def frame_event(step: int, piece: str = "") -> FrameEvent:
         text_token=3 if piece == "" else 10,
         text=piece,
         audio_codes=None,
-        user_pcm=np.zeros(1920, np.float32),
-        moshi_pcm=np.zeros(1920, np.float32),
+        user_pcm=np.zeros(FRAME, np.float32),
+        moshi_pcm=np.zeros(FRAME, np.float32),
         dropped_frames=0,
     )
 
@@ -149,34 +145,19 @@ def test_plain_view_prints_finished_user_lines():
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     """1.52 s of espeak speech and 0.5 s of silence, twice: about 4 s, 50 frames."""
-    pcm = np.array(
-        mx.load(str(FIXTURES / "mimi" / "mimi_small_ref.safetensors"))["pcm"]
-    )
-    clip = np.concatenate([pcm.reshape(-1), np.zeros(12000, np.float32)])
+    clip = np.concatenate([espeak_clip(), np.zeros(RATE // 2, np.float32)])
     return np.tile(clip, 2)
 
 
-def expected_user_words(frames: np.ndarray) -> list[dict]:
-    """The STT run directly on the small Mimi's 16 codebooks of the same frames."""
-    checkpoint = resolve_stt_checkpoint(fixture_request(dtype="bfloat16"))
-    model = load_stt(checkpoint)
-    mimi = MimiStream(load_stt_mimi(checkpoint, model.codebooks))
-    stt = SttStream(model.lm, model.tokenizer, FRAME_S)
-    words = []
-    for frame in frames:
-        words += stt.step(mimi.encode(mx.array(frame))[0]).words
-    return [w.to_json() for w in words + stt.flush()]
-
-
-def test_live_chat_records_the_user_words(tmp_path, speech):
+def test_live_chat_records_the_user_words(tmp_path, speech, tiny_engine):
     """chat --user-transcript on the fixtures: one Mimi encode, Moshi unchanged, words saved."""
-    frames = split_frames(speech, 1920)
+    frames = split_frames(speech, FRAME)
     stt_checkpoint = resolve_stt_checkpoint(
         fixture_request(dtype="bfloat16", mimi_weight=None, mimi_config=None),
         with_mimi=False,
     )
     stt_model = load_chat_stt(stt_checkpoint, FIXTURES / "mimi" / "mimi_small.json")
-    engine = load_engine(resolve_checkpoint(tiny_request()), GREEDY, mimi_codebooks=16)
+    engine = load_tiny_engine(GREEDY, mimi_codebooks=16)
     engine.warmup()
     transcriber = user_transcriber(stt_model, engine.frame_seconds)
     audio = FakeDuplex()
@@ -195,7 +176,7 @@ def test_live_chat_records_the_user_words(tmp_path, speech):
     feeder.start()
     out = io.StringIO()
     try:
-        recorder = Recorder(tmp_path, 24000, 1920, user_words=True)
+        recorder = Recorder(tmp_path, RATE, FRAME, user_words=True)
         console = Console(file=out, width=300)
         converse(engine, audio, recorder, False, console, transcriber=transcriber)
     finally:
@@ -203,15 +184,14 @@ def test_live_chat_records_the_user_words(tmp_path, speech):
 
     saved = json.loads((tmp_path / JSON_NAME).read_text())
     assert len(saved["frames"]) == len(frames)
-    want = expected_user_words(frames)
+    want = stt_words(frames)
     assert saved["user_words"] == want and len(want) > 10
     times = [w["time"] for w in want]
     assert (
         times == sorted(times) and 0 <= times[0] and times[-1] <= len(frames) * FRAME_S
     )
     # Moshi heard its own first 8 codebooks of the shared encode: the same answer
-    alone = load_engine(resolve_checkpoint(tiny_request()), GREEDY)
-    offline = process_frames(alone, frames).transcript.to_json()["frames"]
+    offline = process_frames(tiny_engine, frames).transcript.to_json()["frames"]
     assert [f["text_token"] for f in saved["frames"]] == [
         f["text_token"] for f in offline
     ]
@@ -244,15 +224,8 @@ def test_the_stt_must_fit_moshis_mimi(tmp_path):
 
 
 def test_stt_flags_need_user_transcript():
-    result = subprocess.run(
-        [sys.executable, "cli.py", "chat", "--stt-weight", "x.safetensors", "--no-ui"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_cli("chat", "--stt-weight", "x.safetensors", "--no-ui", timeout=60)
+    assert (
+        one_line_error(result)
+        == "error: --stt-weight: only used with --user-transcript; add it"
     )
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [
-        "error: --stt-weight: only used with --user-transcript; add it"
-    ]

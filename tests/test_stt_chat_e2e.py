@@ -13,41 +13,22 @@ import re
 import signal
 import time
 
-import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
 from audio_env import play_into_mic, virtual_audio_env
-from conftest import FIXTURES
-from test_chat_e2e import START_TIMEOUT_S, App, speech  # noqa: F401 (fixture)
-from test_stt import fixture_request
+from helpers import FIXTURES, FRAME, FRAME_S, START_TIMEOUT_S, App, stt_words
 
 from moshi_mlx.app.file_mode import split_frames
 from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, WAV_NAME
-from moshi_mlx.mimi import MimiStream
-from moshi_mlx.stt import SttStream, load_stt, load_stt_mimi, resolve_stt_checkpoint
 
 pytestmark = pytest.mark.audio
 
-FRAME = 1920
-FRAME_S = 0.08
 STT_FLAGS = ["--user-transcript", "--stt-config", str(FIXTURES / "stt" / "config.json")]
 
 
-def replayed_words(user: np.ndarray) -> list[dict]:
-    """The recorded microphone channel through the small Mimi and the STT, directly."""
-    checkpoint = resolve_stt_checkpoint(fixture_request(dtype="bfloat16"))
-    model = load_stt(checkpoint)
-    mimi = MimiStream(load_stt_mimi(checkpoint, model.codebooks))
-    stt = SttStream(model.lm, model.tokenizer, FRAME_S)
-    words = []
-    for frame in split_frames(user, FRAME):
-        words += stt.step(mimi.encode(mx.array(frame))[0]).words
-    return [w.to_json() for w in words + stt.flush()]
-
-
-def test_user_words_through_real_devices(tmp_path, speech):  # noqa: F811
-    _, speech_wav = speech
+def test_user_words_through_real_devices(tmp_path, chat_speech):
+    _, speech_wav = chat_speech
     env = virtual_audio_env()
     record_dir = tmp_path / "rec"
     app = App(["--record", str(record_dir), "--aec", "off", *STT_FLAGS], env)
@@ -79,4 +60,4 @@ def test_user_words_through_real_devices(tmp_path, speech):  # noqa: F811
     if float(match[2]) == 0:  # the STT kept up: replaying the recording gives its words
         pcm16, _ = sf.read(str(record_dir / WAV_NAME), dtype="int16")
         user = pcm16[:, 0].astype(np.float32) / 32768
-        assert replayed_words(user) == words
+        assert stt_words(split_frames(user, FRAME)) == words

@@ -8,15 +8,12 @@ import time
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import FIXTURES
-from test_stt import fixture_request
+from helpers import FIXTURES, FRAME_S, fixture_request
 
 from moshi_mlx.stt import SttStream, load_stt, resolve_stt_checkpoint
 from moshi_mlx.stt.live import LiveTranscriber
 from moshi_mlx.stt.stream import SttStep
 from moshi_mlx.words import Word
-
-FRAME_S = 0.08
 
 
 @pytest.fixture(scope="module")

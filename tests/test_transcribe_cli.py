@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import mlx.core as mx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES, REPO_ROOT
+from helpers import FIXTURES, RATE, one_line_error, run_cli
 
 STT = FIXTURES / "stt"
 FIXTURE_FLAGS = [
@@ -22,24 +20,9 @@ FIXTURE_FLAGS = [
 ]  # fmt: skip
 
 
-def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "cli.py", "transcribe", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=120,
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
+def cli(*args, **options):
+    """`cli.py transcribe ARGS` (options as for run_cli)."""
+    return run_cli("transcribe", *args, **options)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +81,7 @@ def test_any_rate_and_channels_are_accepted(clip_48k_stereo):
 def test_bad_input_is_one_line(tmp_path, make_input, flags, message):
     source = tmp_path / "in.wav"
     if make_input == "wav":
-        sf.write(str(source), np.zeros(4800, np.float32), 24000)
+        sf.write(str(source), np.zeros(4800, np.float32), RATE)
     elif make_input is not None:
         source.write_bytes(make_input)
     line = one_line_error(cli(str(source), *FIXTURE_FLAGS, *flags))
@@ -106,9 +89,11 @@ def test_bad_input_is_one_line(tmp_path, make_input, flags, message):
 
 
 def test_offline_without_cached_weights_is_one_line(tmp_path):
-    sf.write(str(tmp_path / "in.wav"), np.zeros(4800, np.float32), 24000)
+    sf.write(str(tmp_path / "in.wav"), np.zeros(4800, np.float32), RATE)
     result = cli(
-        str(tmp_path / "in.wav"), "--offline", env={"HF_HOME": str(tmp_path / "hf")}
+        str(tmp_path / "in.wav"),
+        "--offline",
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf")},
     )
     line = one_line_error(result)
     assert (
@@ -117,7 +102,7 @@ def test_offline_without_cached_weights_is_one_line(tmp_path):
 
 
 def test_unwritable_json_is_one_line(tmp_path):
-    sf.write(str(tmp_path / "in.wav"), np.zeros(4800, np.float32), 24000)
+    sf.write(str(tmp_path / "in.wav"), np.zeros(4800, np.float32), RATE)
     (tmp_path / "file").write_text("")
     target = tmp_path / "file" / "t.json"  # "file" is a file, not a folder
     result = cli(str(tmp_path / "in.wav"), "--json", str(target), *FIXTURE_FLAGS)

@@ -6,7 +6,8 @@ import io
 
 import numpy as np
 import pytest
-from app_fakes import FRAME, PIECES, FakeDuplex
+from app_fakes import PIECES, FakeDuplex
+from helpers import FRAME, FRAME_S
 from rich.console import Console
 
 from moshi_mlx.app.loop import FrameEvent
@@ -20,8 +21,6 @@ from moshi_mlx.app.ui import (
     level_db,
     meter,
 )
-
-FRAME_S = 0.08
 
 
 class FakeClock:
