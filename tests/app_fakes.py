@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from moshi_mlx.app.engine import StepResult
+from moshi_mlx.audio.stats import AudioStats
 
 FRAME = 1920
 RATE = 24000
@@ -95,25 +96,23 @@ class FakeDuplex:
     def write_frame(self, pcm: np.ndarray) -> None:
         self.written.append(pcm)
 
-    def stats(self) -> dict:
-        return {
-            "active": self.active,
-            "sample_rate": RATE,
-            "input_latency_s": 0.02,
-            "output_latency_s": 0.03,
-            "processing_ms": 25.0,
-            "speaker_queue_ms": 15.0,
-            "cushion_ms": 12.0,
-            "cushion_jitter_ms": 3.0,
-            "cushion_grown": 1,
-            "cushion_trimmed_ms": 40.0,
-            "input_fill_frames": 1.0,
-            "input_capacity_frames": 50,
-            "output_fill_frames": 2.0,
-            "output_capacity_frames": 25,
-            "input_overflows": 0,
-            "output_overflows": 0,
-            "output_underruns": 3840,
-            "output_underrun_callbacks": 2,
-            "input_frames_dropped": self.dropped,
-        }
+    def stats(self) -> AudioStats:
+        return AudioStats(
+            active=self.active,
+            sample_rate=RATE,
+            input_latency_s=0.02,
+            output_latency_s=0.03,
+            processing_ms=25.0,
+            speaker_queue_ms=15.0,
+            cushion_ms=12.0,
+            cushion_jitter_ms=3.0,
+            cushion_grown=1,
+            cushion_trimmed_ms=40.0,
+            input_fill_frames=1.0,
+            input_capacity_frames=50,
+            output_fill_frames=2.0,
+            output_capacity_frames=25,
+            output_underruns=3840,
+            output_underrun_callbacks=2,
+            input_frames_dropped=self.dropped,
+        )

@@ -20,7 +20,7 @@ from rich.console import Console
 from test_file_mode import GREEDY, tiny_request
 from test_stt import fixture_request
 
-from moshi_mlx.app.chat import converse
+from moshi_mlx.app.chat import ChatSession
 from moshi_mlx.app.engine import load_engine
 from moshi_mlx.app.file_mode import process_frames, split_frames
 from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, Recorder
@@ -197,7 +197,15 @@ def test_live_chat_records_the_user_words(tmp_path, speech):
     try:
         recorder = Recorder(tmp_path, 24000, 1920, user_words=True)
         console = Console(file=out, width=300)
-        converse(engine, audio, recorder, False, console, transcriber=transcriber)
+        session = ChatSession(
+            engine,
+            audio,
+            console,
+            ui=False,
+            recorder=recorder,
+            transcriber=transcriber,
+        )
+        session.run()
     finally:
         feeder.join()
 

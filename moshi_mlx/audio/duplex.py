@@ -58,6 +58,7 @@ from .devices import (
     resolve_device,
 )
 from .ring_buffer import RingBuffer
+from .stats import AudioStats
 
 DEVICE_PERIOD_S = 0.01  # samples per callback: small, whatever the model's frame
 CUSHION_BOUNDS_S = (0.01, 0.3)  # the speaker cushion's target stays within these
@@ -345,7 +346,8 @@ class DuplexAudio:
         self._waits: deque[float] = deque(maxlen=TIMING_WINDOW)
         self._lateness: deque[float] = deque(maxlen=TIMING_WINDOW)
         self._queue_delays: deque[float] = deque(maxlen=TIMING_WINDOW)
-        self._timing: dict = {}
+        # AudioStats' timing fields, as the consumer thread last computed them
+        self._timing: dict[str, float | int | None] = {}
 
     # --- stream lifecycle ---------------------------------------------------------
 
@@ -570,44 +572,42 @@ class DuplexAudio:
             "cushion_skipped_ms": ms * cushion.skipped / self.device_rate,
         }
 
-    def stats(self) -> dict:
-        """Fill levels in frames, counters in samples at `sample_rate`, timing in ms
-        (medians over the last 10 s); any thread."""
+    def stats(self) -> AudioStats:
+        """The streams' figures now (see AudioStats); any thread."""
         to_rate = self.sample_rate / self.device_rate
         streams = self._streams
         latency = (streams[1].latency, streams[0].latency) if streams else (None, None)
-        return {
-            "active": bool(streams) and all(s.active for s in streams),
-            "input_device": self.input_device.name,
-            "output_device": self.output_device.name,
-            "sample_rate": self.sample_rate,
-            "device_rate": self.device_rate,
-            "period_ms": 1000.0 * self.period / self.device_rate,
-            "input_channels": self.settings.input_channels,
-            "output_channels": self.settings.output_channels,
-            "input_latency_s": latency[0],
-            "output_latency_s": latency[1],
-            "callbacks": self._input_callbacks,
-            "output_callbacks": self._output_callbacks,
-            "input_fill_frames": self._input_frames.pending / self.frame_size,
-            "input_capacity_frames": self.input_capacity_frames,
-            "output_fill_frames": self._output.available / self.device_frame,
-            "output_capacity_frames": self.output_capacity_frames,
-            "input_overflows": self._input_frames.overflows,
-            "output_overflows": round(self._output.overflows * to_rate),
-            "output_underruns": round(self._underrun_samples * to_rate),
-            "output_underrun_callbacks": self._underrun_callbacks,
-            "output_skipped_frames": self._skipped_samples // self.device_frame,
-            "output_skipped_s": self._skipped_samples / self.device_rate,
-            "played_overflows": self._played_frames.overflows,
-            # how far the played reference runs ahead of the microphone it pairs with
-            "played_lead_ms": (
+        return AudioStats(
+            active=bool(streams) and all(s.active for s in streams),
+            input_device=self.input_device.name,
+            output_device=self.output_device.name,
+            sample_rate=self.sample_rate,
+            device_rate=self.device_rate,
+            period_ms=1000.0 * self.period / self.device_rate,
+            input_channels=self.settings.input_channels,
+            output_channels=self.settings.output_channels,
+            input_latency_s=latency[0],
+            output_latency_s=latency[1],
+            input_callbacks=self._input_callbacks,
+            output_callbacks=self._output_callbacks,
+            input_fill_frames=self._input_frames.pending / self.frame_size,
+            input_capacity_frames=self.input_capacity_frames,
+            output_fill_frames=self._output.available / self.device_frame,
+            output_capacity_frames=self.output_capacity_frames,
+            input_overflows=self._input_frames.overflows,
+            output_overflows=round(self._output.overflows * to_rate),
+            output_underruns=round(self._underrun_samples * to_rate),
+            output_underrun_callbacks=self._underrun_callbacks,
+            output_skipped_frames=self._skipped_samples // self.device_frame,
+            output_skipped_s=self._skipped_samples / self.device_rate,
+            played_overflows=self._played_frames.overflows,
+            played_lead_ms=(
                 None
                 if self._played_lead is None
                 else 1000.0 * self._played_lead / self.device_rate
             ),
-            "input_frames_dropped": self._input_frames_dropped,
-            "status_input_overflows": self._status_input_overflows,
-            "status_output_underflows": self._status_output_underflows,
+            input_frames_dropped=self._input_frames_dropped,
+            status_input_overflows=self._status_input_overflows,
+            status_output_underflows=self._status_output_underflows,
             **self._timing,
-        }
+        )
