@@ -5,13 +5,14 @@ from __future__ import annotations
 import queue
 import threading
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Console
 from rich.live import Live
 
+from ..audio.devices import DeviceChoice
 from ..audio.stats import AudioStats
 from ..checkpoints import CompanionModel, WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
@@ -47,8 +48,7 @@ STOP_TIMEOUT_S = 10.0
 class ChatOptions:
     """Everything about a chat that is not weights or sampling."""
 
-    input_device: int | str | None = None
-    output_device: int | str | None = None
+    devices: DeviceChoice = field(default_factory=DeviceChoice)
     record_dir: Path | None = None
     ui: bool = True
     # a mic-frame step run before Moshi hears each frame (replaces echo cancellation)
@@ -85,8 +85,8 @@ def run_chat(
     audio = DuplexAudio(
         sample_rate=mimi_config.sample_rate,
         frame_size=mimi_config.frame_size,
-        input_device=options.input_device,
-        output_device=options.output_device,
+        input_device=options.devices.input,
+        output_device=options.devices.output,
     )
     engine, transcriber = _load_models(request, sampling, stt, console)
     with audio:

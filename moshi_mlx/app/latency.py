@@ -21,11 +21,12 @@ devices.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..audio.cushion import cushion_target
+from ..audio.devices import DeviceChoice
 from ..errors import AudioError
 from .engine import StepResult
 
@@ -43,8 +44,7 @@ STEP_FRAMES = 40  # model steps timed
 class LatencyOptions:
     """Devices, run length and what to measure."""
 
-    input_device: int | str | None = None
-    output_device: int | str | None = None
+    devices: DeviceChoice = field(default_factory=DeviceChoice)
     seconds: float = 6.0
     acoustic: bool = False  # measure the devices through the air (or a cable)
 
@@ -132,8 +132,8 @@ def run_audio_path(options: LatencyOptions, sample_rate: int, frame_size: int) -
     audio = DuplexAudio(
         sample_rate,
         frame_size,
-        input_device=options.input_device,
-        output_device=options.output_device,
+        input_device=options.devices.input,
+        output_device=options.devices.output,
     )
     with audio:
         loop = FrameLoop(model, audio, mic_filter=tape, max_backlog=1 << 30).start()
