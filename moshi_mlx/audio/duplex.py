@@ -151,6 +151,15 @@ def stream_open_error(
     )
 
 
+def _resampler(from_rate: int, to_rate: int):
+    """soxr's variable-rate resampling stream between the rates; None if they agree."""
+    if from_rate == to_rate:
+        return None
+    import soxr
+
+    return soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", vr=True)
+
+
 class _FrameReader:
     """Consumer side of a device-rate ring, at the frame rate (resampled if needed)."""
 
@@ -164,14 +173,9 @@ class _FrameReader:
     ) -> None:
         self.ring = ring
         self._device_ratio = device_rate / rate
-        self._resampler = None
+        self._resampler = _resampler(device_rate, rate)
         self._frames = ring
-        if device_rate != rate:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(
-                device_rate, rate, 1, dtype="float32", vr=True
-            )
+        if self._resampler is not None:
             self._frames = RingBuffer(capacity)
             self._scratch = np.empty(ring.capacity, dtype=np.float32)
             self._headroom = frame_size
@@ -304,13 +308,7 @@ class DuplexAudio:
         self._played_frames = _FrameReader(
             self._played, rate, sample_rate, frame_size, frame_ring
         )
-        self._output_resampler = None
-        if rate != sample_rate:
-            import soxr
-
-            self._output_resampler = soxr.ResampleStream(
-                sample_rate, rate, 1, dtype="float32", vr=True
-            )
+        self._output_resampler = _resampler(sample_rate, rate)
         self._silence = np.zeros(highest + self.period, np.float32)
         self._streams: tuple = ()
 
@@ -553,6 +551,7 @@ class DuplexAudio:
         """The timing figures `stats` shows (computed here, on the consumer thread)."""
         ms = 1000.0
         cushion = self._cushion
+        to_ms = self._device_ms
         self._timing = {
             "frame_wait_ms": ms * float(np.median(self._waits))
             if self._waits
@@ -564,13 +563,17 @@ class DuplexAudio:
                 ms * float(np.median(self._lateness)) if self._lateness else None
             ),
             "speaker_queue_ms": ms * float(np.median(self._queue_delays)),
-            "cushion_ms": ms * cushion.target / self.device_rate,
-            "cushion_jitter_ms": ms * cushion.jitter / self.device_rate,
+            "cushion_ms": to_ms(cushion.target),
+            "cushion_jitter_ms": to_ms(cushion.jitter),
             "cushion_grown": cushion.grown,
-            "cushion_padded_ms": ms * cushion.padded / self.device_rate,
-            "cushion_trimmed_ms": ms * cushion.trimmed / self.device_rate,
-            "cushion_skipped_ms": ms * cushion.skipped / self.device_rate,
+            "cushion_padded_ms": to_ms(cushion.padded),
+            "cushion_trimmed_ms": to_ms(cushion.trimmed),
+            "cushion_skipped_ms": to_ms(cushion.skipped),
         }
+
+    def _device_ms(self, samples: int) -> float:
+        """Samples at the device rate, in ms."""
+        return 1000.0 * samples / self.device_rate
 
     def stats(self) -> AudioStats:
         """The streams' figures now (see AudioStats); any thread."""
@@ -583,7 +586,7 @@ class DuplexAudio:
             output_device=self.output_device.name,
             sample_rate=self.sample_rate,
             device_rate=self.device_rate,
-            period_ms=1000.0 * self.period / self.device_rate,
+            period_ms=self._device_ms(self.period),
             input_channels=self.settings.input_channels,
             output_channels=self.settings.output_channels,
             input_latency_s=latency[0],
@@ -604,7 +607,7 @@ class DuplexAudio:
             played_lead_ms=(
                 None
                 if self._played_lead is None
-                else 1000.0 * self._played_lead / self.device_rate
+                else self._device_ms(self._played_lead)
             ),
             input_frames_dropped=self._input_frames_dropped,
             status_input_overflows=self._status_input_overflows,
