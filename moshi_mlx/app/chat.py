@@ -213,16 +213,7 @@ class ChatSession:
             self.screen: LiveScreen | PlainScreen = LiveScreen(self.state, console)
         else:
             self.screen = PlainScreen(self.state, console)
-        loop_audio: FrameSource = audio
-        if echo is not None:
-            from ..audio.echo import EchoFedAudio
-
-            mic_filter = echo.clean
-            # frames the loop drops for lag are still cleaned
-            loop_audio = EchoFedAudio(audio, echo)
-        self.loop = FrameLoop(
-            engine, loop_audio, mic_filter=mic_filter, user_transcriber=transcriber
-        )
+        self.loop = _frame_loop(engine, audio, mic_filter, echo, transcriber)
         self.stopped: LoopStopped | None = None
         # why the audio stream was lost, if it was
         self.lost: str | None = None
@@ -414,6 +405,25 @@ class PlainScreen:
         """The last lines and a final status line."""
         self._view.tick(stats)
         self._view.close(stats)
+
+
+def _frame_loop(
+    engine: MoshiEngine,
+    audio: ChatAudio,
+    mic_filter: MicFilter | None,
+    echo: EchoCanceller | None,
+    transcriber: LiveTranscriber | None,
+) -> FrameLoop:
+    """The chat's frame loop: `echo`, if any, is its mic filter."""
+    if echo is None:
+        return FrameLoop(
+            engine, audio, mic_filter=mic_filter, user_transcriber=transcriber
+        )
+    from ..audio.echo import EchoFedAudio
+
+    # frames the loop drops for lag are still cleaned
+    fed = EchoFedAudio(audio, echo)
+    return FrameLoop(engine, fed, mic_filter=echo.clean, user_transcriber=transcriber)
 
 
 def _stream_lost(stats: AudioStats, watchdog: CallbackWatchdog) -> str | None:
