@@ -26,6 +26,7 @@ from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.app.recorder import Recorder
 from moshi_mlx.app.ui import ChatState, ChatView
 from moshi_mlx.audio.ring_buffer import RingBuffer
+from moshi_mlx.audio.stats import AudioStats
 from moshi_mlx.benchmark.measure import frame_timing, peak_mlx_mib
 from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
@@ -61,12 +62,10 @@ class MemoryDuplex:
         self.speaker.write(pcm)
         self.speaker.read_into(self._out)  # the "device" plays it at once
 
-    def stats(self) -> dict:
-        return {
-            "sample_rate": self.sample_rate,
-            "input_fill_frames": 0.0,
-            "output_fill_frames": 1.0,
-        }
+    def stats(self) -> AudioStats:
+        return AudioStats(
+            sample_rate=self.sample_rate, input_fill_frames=0.0, output_fill_frames=1.0
+        )
 
 
 def main() -> None:

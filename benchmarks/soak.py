@@ -31,6 +31,7 @@ from rich.console import Console
 from moshi_mlx.app.loop import FrameEvent
 from moshi_mlx.app.recorder import Recorder
 from moshi_mlx.app.ui import ChatState, ChatView, PlainView
+from moshi_mlx.audio.stats import AudioStats
 from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.stt.live import SttStatus
 from moshi_mlx.words import Word
@@ -119,19 +120,20 @@ class SimulatedClock:
         return self.now
 
 
-def audio_stats(step: int) -> dict:
+def audio_stats(step: int) -> AudioStats:
     """What DuplexAudio.stats() reports in a healthy chat."""
-    return {
-        "active": True,
-        "callbacks": step,
-        "sample_rate": RATE,
-        "input_latency_s": 0.02,
-        "output_latency_s": 0.04,
-        "input_fill_frames": 0.5,
-        "input_capacity_frames": 50,
-        "output_fill_frames": 1.5,
-        "output_capacity_frames": 25,
-    }
+    return AudioStats(
+        active=True,
+        input_callbacks=step,
+        output_callbacks=step,
+        sample_rate=RATE,
+        input_latency_s=0.02,
+        output_latency_s=0.04,
+        input_fill_frames=0.5,
+        input_capacity_frames=50,
+        output_fill_frames=1.5,
+        output_capacity_frames=25,
+    )
 
 
 def soak(hours: float, points: int, directory: Path) -> list[dict]:

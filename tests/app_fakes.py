@@ -12,6 +12,7 @@ from helpers import FRAME, RATE
 
 from moshi_mlx.app.engine import StepResult
 from moshi_mlx.app.recorder import Recorder
+from moshi_mlx.audio.stats import AudioStats
 
 # A piece per step: "Hello, how are you?", a long pause, "I am fine." ("" = padding)
 PIECES = (
@@ -116,28 +117,26 @@ class FakeDuplex:
     def write_frame(self, pcm: np.ndarray) -> None:
         self.written.append(pcm)
 
-    def stats(self) -> dict:
-        return {
-            "active": self.active,
-            "sample_rate": RATE,
-            "input_latency_s": 0.02,
-            "output_latency_s": 0.03,
-            "processing_ms": 25.0,
-            "speaker_queue_ms": 15.0,
-            "cushion_ms": 12.0,
-            "cushion_jitter_ms": 3.0,
-            "cushion_grown": 1,
-            "cushion_trimmed_ms": 40.0,
-            "input_fill_frames": 1.0,
-            "input_capacity_frames": 50,
-            "output_fill_frames": 2.0,
-            "output_capacity_frames": 25,
-            "input_overflows": 0,
-            "output_overflows": 0,
-            "output_underruns": 3840,
-            "output_underrun_callbacks": 2,
-            "input_frames_dropped": self.dropped,
-        }
+    def stats(self) -> AudioStats:
+        return AudioStats(
+            active=self.active,
+            sample_rate=RATE,
+            input_latency_s=0.02,
+            output_latency_s=0.03,
+            processing_ms=25.0,
+            speaker_queue_ms=15.0,
+            cushion_ms=12.0,
+            cushion_jitter_ms=3.0,
+            cushion_grown=1,
+            cushion_trimmed_ms=40.0,
+            input_fill_frames=1.0,
+            input_capacity_frames=50,
+            output_fill_frames=2.0,
+            output_capacity_frames=25,
+            output_underruns=3840,
+            output_underrun_callbacks=2,
+            input_frames_dropped=self.dropped,
+        )
 
 
 class FailingFile:

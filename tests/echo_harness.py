@@ -63,8 +63,8 @@ def main() -> None:
         played=np.concatenate(played),
         clean=np.concatenate(clean),
         erle=np.array(erle),
-        latency_s=np.array([stats["input_latency_s"], stats["output_latency_s"]]),
-        played_lead_ms=stats["played_lead_ms"],
+        latency_s=np.array([stats.input_latency_s, stats.output_latency_s]),
+        played_lead_ms=stats.played_lead_ms,
         reference_delay_ms=aec.reference_delay_ms,
     )
 

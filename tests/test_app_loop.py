@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ from app_fakes import FailingDisk, FakeDuplex, ScriptedEngine, mic_frame
 from helpers import FRAME, RATE
 from rich.console import Console
 
-from moshi_mlx.app.chat import converse
+from moshi_mlx.app.chat import ChatSession
 from moshi_mlx.app.loop import FrameEvent, FrameLoop, LoopStopped
 from moshi_mlx.app.recorder import JSON_NAME, LOG_NAME, WAV_NAME, Recorder
 from moshi_mlx.app.watchdog import STARTUP_S, CallbackWatchdog
+from moshi_mlx.audio.stats import AudioStats
 from moshi_mlx.errors import AudioError, MoshiError
 
 
@@ -172,9 +174,9 @@ def test_model_crash_keeps_the_recording_and_raises_one_line(tmp_path):
     console = Console(file=open(os.devnull, "w"))
     with feeding(audio):
         with pytest.raises(MoshiError) as err:
-            converse(
-                ScriptedEngine(fail_at=20), audio, recorder, ui=False, console=console
-            )
+            ChatSession(
+                ScriptedEngine(fail_at=20), audio, console, ui=False, recorder=recorder
+            ).run()
     message = str(err.value)
     assert message.startswith("the model stopped after 20 frames: RuntimeError: boom")
     assert f"recording saved in {tmp_path}" in message and "\n" not in message
@@ -190,9 +192,9 @@ def test_a_signal_ends_the_conversation_cleanly(tmp_path, capsys, signum):
     threading.Timer(0.6, os.kill, (os.getpid(), signum)).start()
     recorder = Recorder(tmp_path, RATE, FRAME)
     with feeding(audio):
-        converse(
-            ScriptedEngine(), audio, recorder, ui=False, console=Console(width=200)
-        )
+        ChatSession(
+            ScriptedEngine(), audio, Console(width=200), ui=False, recorder=recorder
+        ).run()
     out = capsys.readouterr().out
     assert out.startswith("listening (q or Ctrl-C to quit)\n")
     assert "moshi [00:00.00] Hello, how are you?" in out
@@ -222,10 +224,14 @@ class StallingDuplex(FakeDuplex):
             return None
         return super().read_frame(timeout)
 
-    def stats(self) -> dict:
+    def stats(self) -> AudioStats:
         if not self.stalled:
             self._callbacks += 1
-        return {**super().stats(), "callbacks": self._callbacks}
+        return replace(
+            super().stats(),
+            input_callbacks=self._callbacks,
+            output_callbacks=self._callbacks,
+        )
 
 
 @pytest.mark.parametrize(
@@ -247,13 +253,13 @@ def test_a_lost_device_stops_with_one_line_and_keeps_the_recording(
     recorder = Recorder(tmp_path, RATE, FRAME)
     with feeding(audio):
         with pytest.raises(AudioError) as err:
-            converse(
+            ChatSession(
                 ScriptedEngine(),
                 audio,
-                recorder,
+                Console(file=io.StringIO()),
                 ui=False,
-                console=Console(file=io.StringIO()),
-            )
+                recorder=recorder,
+            ).run()
     assert re.fullmatch(
         rf"the audio stream stopped after 00:0\d\.\d\d: {reason} \(see `python cli\.py "
         rf"devices`\); recording saved in {re.escape(str(tmp_path))} \(\d+\.\d s\)",
@@ -271,26 +277,28 @@ def test_a_healthy_stream_is_not_taken_for_dead():
         """Checks every 100 ms for `seconds` with no callback; True if it stalled."""
         for _ in range(round(seconds / 0.1)):
             clock[0] += 0.1
-            if watchdog.stalled({"callbacks": count}):
+            if watchdog.stalled(AudioStats(input_callbacks=count)):
                 return True
         return False
 
     for count in range(100):  # a callback every 20 ms, checked every 100 ms
         clock[0] += 0.1
-        assert not watchdog.stalled({"callbacks": 5 * count})
+        assert not watchdog.stalled(AudioStats(input_callbacks=5 * count))
     assert watchdog.limit_s == 1.0
     clock[0] += 5.0  # the process (checks and callbacks alike) did not run for 5 s
-    assert not watchdog.stalled({"callbacks": 495})
+    assert not watchdog.stalled(AudioStats(input_callbacks=495))
     clock[0] += 0.1
-    assert not watchdog.stalled({"callbacks": 500})  # the callbacks came back
+    # the callbacks came back
+    assert not watchdog.stalled(AudioStats(input_callbacks=500))
     assert watchdog.limit_s == 1.0  # a wait that was not the audio's
     # a loaded machine held the audio up for 0.6 s: only a longer silence is a stall
     assert not silence(0.6, 500)
     clock[0] += 0.1
-    assert not watchdog.stalled({"callbacks": 501})
+    assert not watchdog.stalled(AudioStats(input_callbacks=501))
     assert watchdog.limit_s == pytest.approx(3 * 0.7)
     assert not silence(2.0, 501) and silence(0.3, 501)
-    assert not CallbackWatchdog().stalled({})  # no callback count: never stalls
+    # no callback count: never stalls
+    assert not CallbackWatchdog().stalled(AudioStats())
 
 
 def test_a_new_stream_may_stall_before_its_callbacks_flow():
@@ -298,13 +306,14 @@ def test_a_new_stream_may_stall_before_its_callbacks_flow():
     watchdog = CallbackWatchdog(clock=lambda: clock[0])
     for count in range(3):  # a first few callbacks, then the sound server holds it
         clock[0] += 0.1
-        assert not watchdog.stalled({"callbacks": count})
+        assert not watchdog.stalled(AudioStats(input_callbacks=count))
     for _ in range(20):  # 2 s without a callback, early on: not a dead device
         clock[0] += 0.1
-        assert not watchdog.stalled({"callbacks": 2})
+        assert not watchdog.stalled(AudioStats(input_callbacks=2))
     assert watchdog.limit_s == 5.0
     checks = 0
-    while not watchdog.stalled({"callbacks": 2}):  # still nothing: dead after 5 s
+    # still nothing: dead after 5 s
+    while not watchdog.stalled(AudioStats(input_callbacks=2)):
         clock[0] += 0.1
         checks += 1
     assert checks in (30, 31)  # 5 s since the last callback, in 0.1 s steps
@@ -315,12 +324,29 @@ def test_a_dead_device_is_found_within_about_a_second():
     watchdog = CallbackWatchdog(clock=lambda: clock[0])
     for count in range(50):
         clock[0] += 0.1
-        assert not watchdog.stalled({"callbacks": count})
+        assert not watchdog.stalled(AudioStats(input_callbacks=count))
     checks = 0
-    while not watchdog.stalled({"callbacks": 49}):
+    while not watchdog.stalled(AudioStats(input_callbacks=49)):
         clock[0] += 0.1
         checks += 1
     assert checks in (10, 11)  # 1 s (of 0.1 s steps in floating point)
+
+
+def test_a_dead_speaker_is_found_while_the_microphone_goes_on():
+    clock = [0.0]
+    watchdog = CallbackWatchdog(clock=lambda: clock[0])
+    for count in range(50):
+        clock[0] += 0.1
+        stats = AudioStats(input_callbacks=count, output_callbacks=count)
+        assert not watchdog.stalled(stats)
+    checks = 0
+    while not watchdog.stalled(
+        AudioStats(input_callbacks=50 + checks, output_callbacks=49)
+    ):
+        clock[0] += 0.1
+        checks += 1
+    assert checks in (10, 11)
+    assert watchdog.limit_s == 1.0
 
 
 def test_a_recording_failure_shows_at_once_and_the_chat_goes_on(tmp_path, capsys):
@@ -342,9 +368,9 @@ def test_a_recording_failure_shows_at_once_and_the_chat_goes_on(tmp_path, capsys
     threading.Thread(target=fail_then_quit, daemon=True).start()
     with feeding(audio):
         with pytest.raises(MoshiError) as err:
-            converse(
-                ScriptedEngine(), audio, recorder, ui=False, console=Console(width=300)
-            )
+            ChatSession(
+                ScriptedEngine(), audio, Console(width=300), ui=False, recorder=recorder
+            ).run()
     lines = capsys.readouterr().out.splitlines()
     notice = next(i for i, line in enumerate(lines) if line.startswith("recording: "))
     assert lines[notice].startswith("recording: transcript.jsonl stopped after ")
@@ -370,7 +396,7 @@ def test_live_screen_runs_until_sigint():
     screen = io.StringIO()
     console = Console(file=screen, width=100, force_terminal=True, color_system=None)
     with feeding(audio):
-        converse(ScriptedEngine(), audio, None, ui=True, console=console)
+        ChatSession(ScriptedEngine(), audio, console).run()
     text = screen.getvalue()
     assert "[00:00.00] Hello, how are you?" in text
     assert "real-time factor" in text and "q or Ctrl-C to quit" in text

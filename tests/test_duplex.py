@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.audio import duplex
 from moshi_mlx.audio.devices import AudioDevice
 from moshi_mlx.audio.duplex import DuplexAudio, StreamSettings, choose_stream_settings
+from moshi_mlx.audio.stats import AudioStats
 from moshi_mlx.errors import AudioError
 
 # --- a fake sounddevice: the callbacks are driven by hand ---------------------------
@@ -179,10 +181,10 @@ def test_frames_flow_through_the_callbacks_at_24k(fake_sd):
             )
         assert audio.read_frame() is None
         stats = audio.stats()
-    assert stats["callbacks"] == stats["output_callbacks"] == 3 * FRAME // PERIOD
-    assert stats["output_underruns"] == 0
-    assert stats["active"] is True and stats["period_ms"] == 10.0
-    assert (stats["input_latency_s"], stats["output_latency_s"]) == (0.01, 0.02)
+    assert stats.input_callbacks == stats.output_callbacks == 3 * FRAME // PERIOD
+    assert stats.output_underruns == 0
+    assert stats.active is True and stats.period_ms == 10.0
+    assert (stats.input_latency_s, stats.output_latency_s) == (0.01, 0.02)
     assert audio._streams == ()
 
 
@@ -198,9 +200,9 @@ def test_underrun_plays_silence_and_counts(fake_sd):
         np.testing.assert_array_equal(out[FRAME + PERIOD :], 0.0)  # ran dry
         fake_sd.tick(np.zeros(PERIOD, np.float32), status={"output_underflow"})
         stats = audio.stats()
-    assert stats["output_underruns"] == 3 * PERIOD
-    assert stats["output_underrun_callbacks"] == 3
-    assert stats["status_output_underflows"] == 1
+    assert stats.output_underruns == 3 * PERIOD
+    assert stats.output_underrun_callbacks == 3
+    assert stats.status_output_underflows == 1
 
 
 def test_a_dry_speaker_gets_the_cushion_before_the_next_frame(fake_sd):
@@ -217,9 +219,9 @@ def test_a_dry_speaker_gets_the_cushion_before_the_next_frame(fake_sd):
         np.testing.assert_array_equal(out[: 3 * PERIOD], 0.0)
         np.testing.assert_array_equal(out[3 * PERIOD :], 2.0)
         stats = audio.stats()
-    assert stats["cushion_ms"] == pytest.approx(30.0)
-    assert stats["cushion_padded_ms"] == pytest.approx(60.0)
-    assert stats["speaker_queue_ms"] == pytest.approx(30.0)
+    assert stats.cushion_ms == pytest.approx(30.0)
+    assert stats.cushion_padded_ms == pytest.approx(60.0)
+    assert stats.speaker_queue_ms == pytest.approx(30.0)
 
 
 class EchoAfterStall:
@@ -279,8 +281,8 @@ def test_latency_returns_to_the_cushion_after_stalls(fake_sd, stalls):
             model.stall = stall
             assert delay_after(40) == steady, audio.stats()
         stats = audio.stats()
-    assert stats["output_underrun_callbacks"] > 0
-    assert stats["output_skipped_frames"] > 0
+    assert stats.output_underrun_callbacks > 0
+    assert stats.output_skipped_frames > 0
 
 
 @pytest.mark.parametrize("device_rate", [24000, 48000])
@@ -295,11 +297,11 @@ def test_a_burst_after_an_underrun_is_trimmed_to_the_cushion(fake_sd, device_rat
             audio.write_frame(np.full(FRAME, 0.9, np.float32))
             fake_sd.run(silence, period)
         fake_sd.run(np.zeros(3 * frame, np.float32), period)  # the loop stalls
-        assert audio.stats()["output_underrun_callbacks"] > 0
+        assert audio.stats().output_underrun_callbacks > 0
         for i in range(6):  # then catches up in a burst
             audio.write_frame(np.full(FRAME, 0.1 * (i + 1), np.float32))
         out = fake_sd.tick(np.zeros(period, np.float32))[:, 0]
-        skipped = audio.stats()["output_skipped_frames"]
+        skipped = audio.stats().output_skipped_frames
         for _ in range(4):  # and goes on steadily
             fake_sd.run(np.zeros(frame - period, np.float32), period)
             audio.write_frame(np.full(FRAME, 0.9, np.float32))
@@ -312,10 +314,10 @@ def test_a_burst_after_an_underrun_is_trimmed_to_the_cushion(fake_sd, device_rat
             out, 0.4
         )  # the fourth frame of the burst (0.1 … 0.6)
     # a few frames on, a frame and the cushion are queued as a period starts
-    queued = stats["output_fill_frames"] * frame
+    queued = stats.output_fill_frames * frame
     target = audio._cushion.target
     assert frame + target - 2 * period <= queued <= frame + target + period
-    assert stats["output_skipped_frames"] >= 4
+    assert stats.output_skipped_frames >= 4
 
 
 def test_cushion_bounds_must_fit_the_output_ring(fake_sd):
@@ -344,12 +346,12 @@ def test_overflows_are_counted_not_blocking(fake_sd):
         stats = audio.stats()
         capacity = audio._output.capacity
         tried = audio._cushion.padded + 4 * FRAME  # frames and the silence before
-    assert stats["input_overflows"] == 2 * FRAME
-    assert stats["played_overflows"] == 2 * FRAME
+    assert stats.input_overflows == 2 * FRAME
+    assert stats.played_overflows == 2 * FRAME
     assert capacity == 2 * FRAME + PERIOD
-    assert stats["output_overflows"] == tried - capacity > 0
-    assert stats["input_fill_frames"] == 3.0
-    assert stats["output_fill_frames"] == capacity / FRAME
+    assert stats.output_overflows == tried - capacity > 0
+    assert stats.input_fill_frames == 3.0
+    assert stats.output_fill_frames == capacity / FRAME
 
 
 def test_drop_input_frames_drops_the_oldest_mic_frames(fake_sd):
@@ -365,7 +367,7 @@ def test_drop_input_frames_drops_the_oldest_mic_frames(fake_sd):
         np.testing.assert_array_equal(audio.read_frame(), mic[3 * FRAME : 4 * FRAME])
         assert audio.drop_input_frames(10) == 1
         assert audio.read_frame() is None
-        assert audio.stats()["input_frames_dropped"] == 4
+        assert audio.stats().input_frames_dropped == 4
 
 
 def test_the_played_reference_is_continuous_and_paired_by_time(fake_sd):
@@ -457,7 +459,7 @@ def test_resampling_when_24k_is_refused(monkeypatch, device_rate):
         mic, played, speaker, ready_after = [], [], [], []
         sd.run(tone_in[:frame], period)
         # stats() only looks (the UI thread calls it): nothing resampled or consumed.
-        assert audio.stats()["input_fill_frames"] == pytest.approx(1.0)
+        assert audio.stats().input_fill_frames == pytest.approx(1.0)
         assert audio._input.available == frame
         position = frame
         for i in range(1, 24):  # 2 s of 80 ms frames, in 10 ms periods
@@ -493,11 +495,11 @@ def test_resampling_when_24k_is_refused(monkeypatch, device_rate):
     assert abs(np.argmax(spectrum) * device_rate / body.size - 1000) < 2
     assert 0.45 < np.abs(body).max() < 0.55
     assert 0.45 < np.abs(played[4800:-4800]).max() < 0.55
-    assert stats["device_rate"] == device_rate
+    assert stats.device_rate == device_rate
     # soxr's variable-rate engine delivers every frame whole: the 20 ms cushion is
     # never short once playing, and none of it counts as late.
-    assert stats["output_underruns"] == 0 and stats["output_overflows"] == 0
-    assert stats["output_skipped_frames"] == 0
+    assert stats.output_underruns == 0 and stats.output_overflows == 0
+    assert stats.output_skipped_frames == 0
 
 
 def test_choose_stream_settings_prefers_24k_mono():
@@ -592,7 +594,7 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
         time.sleep(0.2)  # parecord connected before the app speaks
         result = run_scenario(audio_env, "duplex", str(tmp_path), device_rate)
         time.sleep(0.3)
-    stats = result["stats"]
+    stats = AudioStats(**result["stats"])
     captured = np.load(tmp_path / "captured.npy")
     played = np.load(tmp_path / "played.npy")
     heard = read_wav(recording.path)
@@ -611,22 +613,22 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
     # event may spoil the (at most two) 0.2 s pieces it falls in; a spoilt piece
     # matches nowhere in particular, so only well-matched pieces give positions.
     period = RATE // 100
-    device_gaps = stats["status_output_underflows"] * period
-    padded = round(stats["cushion_padded_ms"] * RATE / 1000)
-    skipped = round(stats["output_skipped_s"] * RATE)
-    events = stats["output_underrun_callbacks"] + stats["output_skipped_frames"] + 2
+    device_gaps = stats.status_output_underflows * period
+    padded = round(stats.cushion_padded_ms * RATE / 1000)
+    skipped = round(stats.output_skipped_s * RATE)
+    events = stats.output_underrun_callbacks + stats.output_skipped_frames + 2
     for name, recording_of_speaker, allowed_gap, allowed_jump, allowed_events in (
         (
             "heard",
             heard,
-            stats["output_underruns"] + padded + device_gaps,
+            stats.output_underruns + padded + device_gaps,
             skipped,
-            events + stats["status_output_underflows"],
+            events + stats.status_output_underflows,
         ),
         (
             "played",
             played,
-            stats["output_underruns"] + padded,
+            stats.output_underruns + padded,
             skipped,
             events,
         ),
@@ -635,7 +637,7 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
         lags = np.array([lag for lag, _ in pieces])
         scores = np.array([score for _, score in pieces])
         matched = np.flatnonzero(scores > 0.9)
-        context = (name, pieces, json.dumps(stats))
+        context = (name, pieces, json.dumps(asdict(stats)))
         assert len(pieces) - matched.size <= 2 + 2 * allowed_events, context
         assert matched.size >= 2, context
         # in order, 0.2 s apart give or take a slip (< 100 samples), plus counted gaps
@@ -646,26 +648,26 @@ def test_real_duplex_stream_round_trip(audio_env, tmp_path, device_rate):
         assert gap_total <= allowed_gap + 100, context
     # one continuous reference, about as long as the microphone read, give or take
     # how far the speaker's callbacks run behind or ahead of the microphone's
-    apart = abs(stats["callbacks"] - stats["output_callbacks"]) * period
+    apart = abs(stats.input_callbacks - stats.output_callbacks) * period
     assert abs(played.size - captured.size) <= 2 * FRAME + apart, stats
 
-    assert stats["device_rate"] == int(device_rate)
-    settings = (stats["sample_rate"], stats["input_channels"], stats["output_channels"])
+    assert stats.device_rate == int(device_rate)
+    settings = (stats.sample_rate, stats.input_channels, stats.output_channels)
     assert settings == (24000, 1, 1)
-    assert stats["input_device"] == stats["output_device"] == "default"
-    assert stats["active"] is True
+    assert stats.input_device == stats.output_device == "default"
+    assert stats.active is True
     # about one callback per 10 ms period on each stream; every frame read came
     # from eight of them
-    for callbacks in (stats["callbacks"], stats["output_callbacks"]):
+    for callbacks in (stats.input_callbacks, stats.output_callbacks):
         assert abs(callbacks - result["elapsed_s"] / 0.01) <= 30
-    assert result["mic_frames"] <= stats["callbacks"] // 8 + 1
-    assert stats["input_overflows"] == stats["output_overflows"] == 0
-    assert stats["played_overflows"] == 0
-    assert stats["output_underrun_callbacks"] <= stats["callbacks"] // 4
-    assert stats["output_skipped_frames"] <= stats["callbacks"] // 4
-    assert 0 < stats["input_latency_s"] < 1 and 0 < stats["output_latency_s"] < 1
+    assert result["mic_frames"] <= stats.input_callbacks // 8 + 1
+    assert stats.input_overflows == stats.output_overflows == 0
+    assert stats.played_overflows == 0
+    assert stats.output_underrun_callbacks <= stats.input_callbacks // 4
+    assert stats.output_skipped_frames <= stats.input_callbacks // 4
+    assert 0 < stats.input_latency_s < 1 and 0 < stats.output_latency_s < 1
     # lag compensation after 0.4 s without reading
-    assert result["dropped"] >= 3 and stats["input_frames_dropped"] == result["dropped"]
+    assert result["dropped"] >= 3 and stats.input_frames_dropped == result["dropped"]
 
 
 @pytest.mark.audio
@@ -752,11 +754,11 @@ def _scenario_duplex(out_dir: str, device_rate: str) -> dict:
         player.wait(timeout=10)
         time.sleep(0.4)
         dropped = audio.drop_input_frames(1000)
-        stats["input_frames_dropped"] = audio.stats()["input_frames_dropped"]
+        stats = replace(stats, input_frames_dropped=audio.stats().input_frames_dropped)
     np.save(out / "captured.npy", np.concatenate(captured))
     np.save(out / "played.npy", np.concatenate(played))
     return {
-        "stats": stats,
+        "stats": asdict(stats),
         "mic_frames": len(captured),
         "played_frames": len(played),
         "elapsed_s": elapsed,

@@ -24,6 +24,7 @@ from moshi_mlx.audio.echo import (
     int16_to_float,
     reference_delay_for,
 )
+from moshi_mlx.audio.stats import AudioStats
 from moshi_mlx.errors import AudioError
 
 CHUNK = 240  # 10 ms at 24 kHz
@@ -437,4 +438,5 @@ def test_status_panel_shows_the_canceller(voices) -> None:
     )
     state = ChatState(0.08, context_steps=3000)
     state.echo = converged
-    assert dict(state.status_fields({}))["echo cancellation"] == echo_status(converged)
+    fields = dict(state.status_fields(AudioStats()))
+    assert fields["echo cancellation"] == echo_status(converged)

@@ -27,7 +27,7 @@ from helpers import (
 )
 from rich.console import Console
 
-from moshi_mlx.app.chat import converse
+from moshi_mlx.app.chat import ChatSession
 from moshi_mlx.app.file_mode import process_frames, split_frames
 from moshi_mlx.app.loop import FrameEvent
 from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, Recorder
@@ -178,7 +178,15 @@ def test_live_chat_records_the_user_words(tmp_path, speech, tiny_engine):
     try:
         recorder = Recorder(tmp_path, RATE, FRAME, user_words=True)
         console = Console(file=out, width=300)
-        converse(engine, audio, recorder, False, console, transcriber=transcriber)
+        session = ChatSession(
+            engine,
+            audio,
+            console,
+            ui=False,
+            recorder=recorder,
+            transcriber=transcriber,
+        )
+        session.run()
     finally:
         feeder.join()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from moshi_mlx.app.ui import (
     level_db,
     meter,
 )
+from moshi_mlx.audio.stats import AudioStats
 
 
 class FakeClock:
@@ -45,7 +47,7 @@ def event(step: int, piece: str, step_ms: float = 40.0, dropped: int = 0) -> Fra
     )
 
 
-def screen(view: ChatView, audio: dict) -> str:
+def screen(view: ChatView, audio: AudioStats) -> str:
     console = Console(record=True, width=100, file=io.StringIO(), color_system=None)
     console.print(view.render(audio))
     return console.export_text()
@@ -135,7 +137,9 @@ def test_plain_view_prints_finished_lines_and_status():
 def test_late_frames_skipped_show_on_screen_and_in_plain_lines():
     state = ChatState(FRAME_S, context_steps=3000)
     state.on_frame(event(0, ""))
-    audio = {**FakeDuplex().stats(), "output_skipped_frames": 3}
+    audio = replace(
+        FakeDuplex().stats(), output_skipped_frames=3, output_skipped_s=0.24
+    )
     assert "skipped (late)  3 frames (0.24 s)" in screen(ChatView(state), audio)
     lines: list[str] = []
     PlainView(state, lines.append).close(audio)

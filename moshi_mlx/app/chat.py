@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from rich.console import Console
 from rich.live import Live
 
+from ..audio.devices import DeviceChoice
+from ..audio.stats import AudioStats
 from ..checkpoints import CompanionModel, WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
 from ..mimi import MimiConfig
@@ -19,7 +21,7 @@ from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
 from ..words import format_time
 from .engine import MoshiEngine, SamplingSettings, load_engine
-from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
+from .loop import FrameEvent, FrameLoop, FrameSource, LoopStopped, MicFilter
 from .recorder import Recorder
 from .signals import stop_on_signals
 from .ui import (
@@ -33,24 +35,35 @@ from .ui import (
 )
 from .watchdog import CallbackWatchdog
 
-REFRESH_S = 0.1  # UI refresh / event wait period
-STOP_TIMEOUT_S = 10.0  # how long to wait for the worker to finish its frame on exit
+if TYPE_CHECKING:
+    from ..audio.echo import EchoCanceller
+
+# UI refresh / event wait period
+REFRESH_S = 0.1
+# how long to wait for the worker to finish its frame on exit
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
 class ChatOptions:
     """Everything about a chat that is not weights or sampling."""
 
-    input_device: int | str | None = None
-    output_device: int | str | None = None
+    devices: DeviceChoice = field(default_factory=DeviceChoice)
     record_dir: Path | None = None
     ui: bool = True
     # a mic-frame step run before Moshi hears each frame (replaces echo cancellation)
     mic_filter: MicFilter | None = None
-    aec: bool = True  # echo cancellation (the mic filter unless `mic_filter` is given)
+    # echo cancellation (the mic filter unless `mic_filter` is given)
+    aec: bool = True
     noise_suppression: bool = False
     # also record the mic as Moshi heard it (after filtering)
     record_processed: bool = False
+
+
+class ChatAudio(FrameSource, Protocol):
+    """Started duplex audio as the chat uses it (moshi_mlx.audio.duplex.DuplexAudio)."""
+
+    def stats(self) -> AudioStats: ...
 
 
 def run_chat(
@@ -68,19 +81,58 @@ def run_chat(
 
     console = console or Console()
     mimi_config = MimiConfig.from_json_or_official(request.mimi_config)
+    # the devices first: a wrong one is reported before the long load
     audio = DuplexAudio(
         sample_rate=mimi_config.sample_rate,
         frame_size=mimi_config.frame_size,
-        input_device=options.input_device,
-        output_device=options.output_device,
+        input_device=options.devices.input,
+        output_device=options.devices.output,
     )
+    engine, transcriber = _load_models(request, sampling, stt, console)
+    with audio:
+        echo = None
+        # a caller's own filter replaces echo cancellation
+        if options.mic_filter is None:
+            echo = make_echo_canceller(options, audio.stats(), engine.sample_rate)
+            hint = ECHO_HINT if echo is not None and echo.active else HEADPHONES_HINT
+            console.print(hint, style="yellow", soft_wrap=True)
+        recorder = None
+        if options.record_dir is not None:
+            recorder = Recorder(
+                options.record_dir,
+                engine.sample_rate,
+                engine.frame_size,
+                processed=options.record_processed,
+                user_words=transcriber is not None,
+            )
+        session = ChatSession(
+            engine,
+            audio,
+            console,
+            ui=options.ui,
+            recorder=recorder,
+            mic_filter=options.mic_filter,
+            echo=echo,
+            transcriber=transcriber,
+        )
+        session.run()
+
+
+def _load_models(
+    request: WeightRequest,
+    sampling: SamplingSettings,
+    stt: SttRequest | None,
+    console: Console,
+) -> tuple[MoshiEngine, LiveTranscriber | None]:
+    """Moshi, warmed up, and (with `stt`) the user's transcriber."""
     stt_checkpoint = None
     companions = ()
-    if stt is not None:  # first: the memory check counts it beside Moshi
-        stt_checkpoint = resolve_stt_checkpoint(stt, with_mimi=False)  # Moshi's Mimi
+    # first: the memory check counts it beside Moshi
+    if stt is not None:
+        # Moshi's Mimi encodes for it
+        stt_checkpoint = resolve_stt_checkpoint(stt, with_mimi=False)
         companions = (stt_companion(stt_checkpoint),)
     checkpoint = resolve_checkpoint(request, companions=companions)
-    transcriber = None
     with console.status("loading Moshi and warming up…"):
         stt_model = None
         if stt_checkpoint is not None:
@@ -88,38 +140,9 @@ def run_chat(
         codebooks = stt_model.codebooks if stt_model is not None else None
         engine = load_engine(checkpoint, sampling, mimi_codebooks=codebooks)
         engine.warmup()
-        if stt_model is not None:
-            transcriber = user_transcriber(stt_model, engine.frame_seconds)
-    with audio:
-        echo = None
-        # a caller's own filter replaces echo cancellation
-        if options.mic_filter is None:
-            echo = make_echo_canceller(options, audio.stats(), engine.sample_rate)
-        if echo is not None and echo.active:
-            console.print(ECHO_HINT, style="yellow", soft_wrap=True)
-        elif options.mic_filter is None:
-            console.print(HEADPHONES_HINT, style="yellow", soft_wrap=True)
-        recorder = (
-            Recorder(
-                options.record_dir,
-                engine.sample_rate,
-                engine.frame_size,
-                processed=options.record_processed,
-                user_words=transcriber is not None,
-            )
-            if options.record_dir is not None
-            else None
-        )
-        converse(
-            engine,
-            audio,
-            recorder,
-            options.ui,
-            console,
-            options.mic_filter,
-            echo,
-            transcriber,
-        )
+        if stt_model is None:
+            return engine, None
+        return engine, user_transcriber(stt_model, engine.frame_seconds)
 
 
 def stt_companion(checkpoint: SttCheckpoint) -> CompanionModel:
@@ -133,7 +156,9 @@ def stt_companion(checkpoint: SttCheckpoint) -> CompanionModel:
     )
 
 
-def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: int):
+def make_echo_canceller(
+    options: ChatOptions, audio_stats: AudioStats, sample_rate: int
+) -> EchoCanceller | None:
     """The EchoCanceller the options ask for (None: --aec off, no noise suppression)."""
     if not (options.aec or options.noise_suppression):
         return None
@@ -142,9 +167,7 @@ def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: in
     # The played reference of a mic frame is what the speaker had been handed by the
     # time that frame was complete, so its echo reaches the mic about the two device
     # latencies later.
-    latency = (audio_stats.get("input_latency_s") or 0.0) + (
-        audio_stats.get("output_latency_s") or 0.0
-    )
+    latency = audio_stats.device_latency_s
     return EchoCanceller(
         sample_rate,
         noise_suppression=options.noise_suppression,
@@ -153,53 +176,127 @@ def make_echo_canceller(options: ChatOptions, audio_stats: dict, sample_rate: in
     )
 
 
-def converse(
-    engine: MoshiEngine,
-    audio,
-    recorder: Recorder | None,
-    ui: bool,
-    console: Console,
-    mic_filter: MicFilter | None = None,
-    echo=None,
-    transcriber: LiveTranscriber | None = None,
-) -> None:
-    """Run the frame loop on started `audio` until stopped; always closes the recording.
+class ChatSession:
+    """One conversation on started audio: the frame loop feeding the screen, the
+    user's transcriber and the recorder until stopped, then one ordered shutdown.
 
     `echo` (an EchoCanceller) becomes the mic filter and shows in the status panel.
     `transcriber` gets the codes of every heard frame and writes the user's words
     into the view and the recording ("user_words").
     """
-    state = ChatState(
-        engine.frame_seconds,
-        engine.context_steps,
-        answer_delay_frames=engine.answer_delay_frames,
-    )
-    loop_audio = audio
-    if echo is not None:
-        from ..audio.echo import EchoFedAudio
 
-        state.echo = echo
-        mic_filter = echo.clean
-        loop_audio = EchoFedAudio(audio, echo)  # frames dropped for lag: still cleaned
-    if transcriber is not None:
-        state.stt = transcriber
-    state.recorder = recorder
-    plain = None if ui else PlainView(state, lambda line: _print_plain(console, line))
-    loop = FrameLoop(
-        engine, loop_audio, mic_filter=mic_filter, user_transcriber=transcriber
-    )
-    stop = threading.Event()
-    stopped: LoopStopped | None = None
+    def __init__(
+        self,
+        engine: MoshiEngine,
+        audio: ChatAudio,
+        console: Console,
+        *,
+        ui: bool = True,
+        recorder: Recorder | None = None,
+        mic_filter: MicFilter | None = None,
+        echo: EchoCanceller | None = None,
+        transcriber: LiveTranscriber | None = None,
+    ) -> None:
+        self.audio = audio
+        self.console = console
+        self.recorder = recorder
+        self.transcriber = transcriber
+        self.state = ChatState(
+            engine.frame_seconds,
+            engine.context_steps,
+            answer_delay_frames=engine.answer_delay_frames,
+        )
+        self.state.echo = echo
+        self.state.stt = transcriber
+        self.state.recorder = recorder
+        if ui:
+            self.screen: LiveScreen | PlainScreen = LiveScreen(self.state, console)
+        else:
+            self.screen = PlainScreen(self.state, console)
+        self.loop = _frame_loop(engine, audio, mic_filter, echo, transcriber)
+        self.stopped: LoopStopped | None = None
+        # why the audio stream was lost, if it was
+        self.lost: str | None = None
+        self._watchdog = CallbackWatchdog()
+        self._started = False
+        self._closed = False
 
-    def on_frame(event: FrameEvent) -> None:
-        state.on_frame(event)
-        if plain is not None:
-            plain.on_frame(event)
-        if recorder is not None:
+    def run(self) -> None:
+        """Converse until Ctrl-C, `q`, a model crash or a lost device; always closes.
+
+        Raises MoshiError on a model crash or a recording error, AudioError on a lost
+        device (each saying where the recording is).
+        """
+        stop = threading.Event()
+        try:
+            with stop_on_signals(stop), KeyReader() as keys:
+                self._start()
+                while not stop.is_set() and self.stopped is None:
+                    if self._step() or "q" in keys.pressed().lower():
+                        stop.set()
+                # within the signal handlers: a Ctrl-C now only asks to stop again
+                self.close()
+        finally:
+            self.close()
+        self._report()
+
+    def close(self) -> None:
+        """Shut down once, in order: stop the frame loop, take in the frames still
+        queued, stop the transcriber and take its last words, show the end, close the
+        recording. Each step runs even if one before it failed; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with ExitStack() as steps:
+            # registered last step first: they run in the reverse order
+            if self.recorder is not None:
+                steps.callback(self.recorder.close)
+            steps.callback(self._show_end)
+            steps.callback(self._stop_transcriber)
+            self._stop_loop()
+
+    def _start(self) -> None:
+        self.screen.open(self.audio.stats())
+        if self.transcriber is not None:
+            self.transcriber.start()
+        self._started = True
+        self.loop.start()
+
+    def _step(self) -> bool:
+        """One pass of the main loop: frames, words, screen, device check.
+
+        True when the audio stream was lost."""
+        self.stopped = self._drain(REFRESH_S)
+        self._take_user_words()
+        stats = self.audio.stats()
+        self.screen.refresh(stats)
+        self.lost = _stream_lost(stats, self._watchdog)
+        return self.lost is not None
+
+    def _stop_loop(self) -> None:
+        self.loop.stop(STOP_TIMEOUT_S)
+        if self._started and self.stopped is None:
+            # take in the frames still queued
+            self.stopped = self._drain(STOP_TIMEOUT_S, until_stopped=True)
+
+    def _stop_transcriber(self) -> None:
+        if self.transcriber is not None:
+            self.transcriber.stop(STOP_TIMEOUT_S)
+            # the words of the last frames
+            self._take_user_words()
+
+    def _show_end(self) -> None:
+        self.screen.close(self.audio.stats())
+
+    def _on_frame(self, event: FrameEvent) -> None:
+        self.state.on_frame(event)
+        self.screen.on_frame(event)
+        if self.recorder is not None:
+            # the recording keeps the microphone as it was
             raw = event.user_pcm if event.raw_user_pcm is None else event.raw_user_pcm
-            recorder.add(
+            self.recorder.add(
                 event.step,
-                raw,  # the recording keeps the microphone as it was
+                raw,
                 event.moshi_pcm,
                 event.text_token,
                 event.text,
@@ -207,57 +304,131 @@ def converse(
                 processed_pcm=event.user_pcm,
             )
 
-    def take_user_words() -> None:
-        if transcriber is None:
+    def _take_user_words(self) -> None:
+        """Show and record the user's new words."""
+        if self.transcriber is None:
             return
-        settled = transcriber.settled_seconds  # first: the words are taken after
-        words = transcriber.words()
-        state.add_user_words(words, settled)
-        if recorder is not None:
+        # first: every word taken after this reading starts at or after it
+        settled = self.transcriber.settled_seconds
+        words = self.transcriber.words()
+        self.state.add_user_words(words, settled)
+        if self.recorder is not None:
             for word in words:
-                recorder.add_user_word(word.time, word.text)
+                self.recorder.add_user_word(word.time, word.text)
 
-    if ui:
-        display = _live(ChatView(state), audio, console)
-    else:
-        display = _plain(plain, audio, console)
-    lost: str | None = None  # why the audio stream was lost
-    watchdog = CallbackWatchdog()
-    try:
-        with stop_on_signals(stop), KeyReader() as keys, display as refresh:
-            if transcriber is not None:
-                transcriber.start()
-            loop.start()
-            while not stop.is_set() and stopped is None:
-                stopped = _drain(loop, on_frame, REFRESH_S)
-                take_user_words()
-                stats = audio.stats()
-                refresh(stats)
-                lost = _stream_lost(stats, watchdog)
-                if lost is not None or "q" in keys.pressed().lower():
-                    stop.set()
-            loop.stop(STOP_TIMEOUT_S)
-            if stopped is None:  # take in the frames still queued
-                stopped = _drain(loop, on_frame, STOP_TIMEOUT_S, until_stopped=True)
-            if transcriber is not None:  # the words of the last frames
-                transcriber.stop(STOP_TIMEOUT_S)
-                take_user_words()
-            refresh(audio.stats())
-    finally:
-        loop.stop(STOP_TIMEOUT_S)
-        if transcriber is not None:
-            transcriber.stop(STOP_TIMEOUT_S)
-            take_user_words()
+    def _drain(self, timeout: float, until_stopped: bool = False) -> LoopStopped | None:
+        """Handle queued events (waiting up to `timeout` for the first); any LoopStopped."""
+        while True:
+            try:
+                event = self.loop.events.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if isinstance(event, LoopStopped):
+                return event
+            self._on_frame(event)
+            if not until_stopped:
+                timeout = 0.0
+
+    def _report(self) -> None:
+        """Say where the recording is; raise on a model crash, lost device or disk error."""
+        transcriber, recorder, stopped = self.transcriber, self.recorder, self.stopped
+        if transcriber is not None and transcriber.error is not None:
+            _print_plain(
+                self.console, f"the user transcript stopped early: {transcriber.error}"
+            )
+        crashed = stopped is not None and stopped.error is not None
+        saved = ""
         if recorder is not None:
-            recorder.close()
-    if transcriber is not None and transcriber.error is not None:
-        _print_plain(console, f"the user transcript stopped early: {transcriber.error}")
-    _report(state, recorder, stopped, console, lost)
+            seconds = recorder.seconds_saved
+            saved = f"recording saved in {recorder.directory} ({seconds:.1f} s)"
+            if recorder.errors:
+                saved = f"recording: {'; '.join(recorder.errors)}; {saved}"
+            elif not crashed and self.lost is None:
+                _print_plain(self.console, saved)
+        suffix = f"; {saved}" if saved else ""
+        if crashed:
+            raise MoshiError(
+                f"the model stopped after {self.state.steps} frames: "
+                f"{stopped.error}{suffix}"
+            )
+        if self.lost is not None:
+            raise AudioError(
+                f"the audio stream stopped after {format_time(self.state.elapsed)}: "
+                f"{self.lost} (see `python cli.py devices`){suffix}"
+            )
+        if recorder is not None and recorder.errors:
+            raise MoshiError(saved)
 
 
-def _stream_lost(stats: dict, watchdog: CallbackWatchdog) -> str | None:
+class LiveScreen:
+    """The rich live view (ChatView), redrawn on every refresh."""
+
+    def __init__(self, state: ChatState, console: Console) -> None:
+        self._view = ChatView(state)
+        self._live = Live(console=console, auto_refresh=False)
+
+    def open(self, stats: AudioStats) -> None:
+        self._live.update(self._view.render(stats))
+        self._live.start(refresh=True)
+
+    def on_frame(self, event: FrameEvent) -> None:
+        """Nothing: the view shows the state on the next refresh."""
+
+    def refresh(self, stats: AudioStats) -> None:
+        self._live.update(self._view.render(stats), refresh=True)
+
+    def close(self, stats: AudioStats) -> None:
+        """The last screen, left on the terminal."""
+        if self._live.is_started:
+            self.refresh(stats)
+        self._live.stop()
+
+
+class PlainScreen:
+    """--no-ui: plain log lines (PlainView) on the console."""
+
+    def __init__(self, state: ChatState, console: Console) -> None:
+        self._console = console
+        self._view = PlainView(state, lambda line: _print_plain(console, line))
+
+    def open(self, stats: AudioStats) -> None:
+        _print_plain(self._console, f"listening ({QUIT_HINT})")
+
+    def on_frame(self, event: FrameEvent) -> None:
+        self._view.on_frame(event)
+
+    def refresh(self, stats: AudioStats) -> None:
+        """New recording failures, and the periodic status line."""
+        self._view.tick(stats)
+
+    def close(self, stats: AudioStats) -> None:
+        """The last lines and a final status line."""
+        self._view.tick(stats)
+        self._view.close(stats)
+
+
+def _frame_loop(
+    engine: MoshiEngine,
+    audio: ChatAudio,
+    mic_filter: MicFilter | None,
+    echo: EchoCanceller | None,
+    transcriber: LiveTranscriber | None,
+) -> FrameLoop:
+    """The chat's frame loop: `echo`, if any, is its mic filter."""
+    if echo is None:
+        return FrameLoop(
+            engine, audio, mic_filter=mic_filter, user_transcriber=transcriber
+        )
+    from ..audio.echo import EchoFedAudio
+
+    # frames the loop drops for lag are still cleaned
+    fed = EchoFedAudio(audio, echo)
+    return FrameLoop(engine, fed, mic_filter=echo.clean, user_transcriber=transcriber)
+
+
+def _stream_lost(stats: AudioStats, watchdog: CallbackWatchdog) -> str | None:
     """Why the audio stream is gone (stopped, or silent while "active"), or None."""
-    if not stats.get("active", True):
+    if not stats.active:
         return "a device was disconnected or failed"
     if watchdog.stalled(stats):
         return (
@@ -267,74 +438,5 @@ def _stream_lost(stats: dict, watchdog: CallbackWatchdog) -> str | None:
     return None
 
 
-@contextmanager
-def _live(view: ChatView, audio, console: Console) -> Iterator[Callable[[dict], None]]:
-    """The rich live screen; yields its refresh function (taking the audio stats)."""
-    with Live(view.render(audio.stats()), console=console, auto_refresh=False) as live:
-        yield lambda stats: live.update(view.render(stats), refresh=True)
-
-
-@contextmanager
-def _plain(
-    view: PlainView, audio, console: Console
-) -> Iterator[Callable[[dict], None]]:
-    """Plain log lines; yields the function printing the periodic status line."""
-    _print_plain(console, f"listening ({QUIT_HINT})")
-    try:
-        yield view.tick
-    finally:
-        view.close(audio.stats())
-
-
 def _print_plain(console: Console, line: str) -> None:
     console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def _drain(
-    loop: FrameLoop,
-    on_frame: Callable[[FrameEvent], None],
-    timeout: float,
-    until_stopped: bool = False,
-) -> LoopStopped | None:
-    """Handle queued events (waiting up to `timeout` for the first); any LoopStopped."""
-    while True:
-        try:
-            event = loop.events.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(event, LoopStopped):
-            return event
-        on_frame(event)
-        if not until_stopped:
-            timeout = 0.0
-
-
-def _report(
-    state: ChatState,
-    recorder: Recorder | None,
-    stopped: LoopStopped | None,
-    console: Console,
-    lost: str | None = None,
-) -> None:
-    """Say where the recording is; raise on a model crash, lost device or disk error."""
-    crashed = stopped is not None and stopped.error is not None
-    saved = ""
-    if recorder is not None:
-        seconds = recorder.seconds_saved
-        saved = f"recording saved in {recorder.directory} ({seconds:.1f} s)"
-        if recorder.errors:
-            saved = f"recording: {'; '.join(recorder.errors)}; {saved}"
-        elif not crashed and lost is None:
-            _print_plain(console, saved)
-    suffix = f"; {saved}" if saved else ""
-    if crashed:
-        raise MoshiError(
-            f"the model stopped after {state.steps} frames: {stopped.error}{suffix}"
-        )
-    if lost is not None:
-        raise AudioError(
-            f"the audio stream stopped after {format_time(state.elapsed)}: {lost} "
-            f"(see `python cli.py devices`){suffix}"
-        )
-    if recorder is not None and recorder.errors:
-        raise MoshiError(saved)

@@ -40,12 +40,13 @@ class StepResult:
 
     step: int
     text_token: int
-    text: str  # decoded piece, "" for padding
-    audio_codes: np.ndarray | None  # (8,) int32: Moshi's codes final at this step
-    pcm: (
-        np.ndarray
-    )  # (frame_size,) float32: Moshi's audio (silence while the delays fill)
-    # (K,) int32: every Mimi code of the heard frame; K >= Moshi's 8 when a user
+    # decoded piece, "" for padding
+    text: str
+    # (dep_q,) int32: Moshi's codes final at this step
+    audio_codes: np.ndarray | None
+    # (frame_size,) float32: Moshi's audio (silence while the delays fill)
+    pcm: np.ndarray
+    # (K,) int32: every Mimi code of the heard frame; K >= Moshi's dep_q when a user
     # transcriber reads more codebooks from the same encode
     user_codes: np.ndarray | None = None
 

@@ -38,7 +38,8 @@ class FileResult:
     # (frames * frame_size,) Moshi's audio, sample-aligned with `user`
     moshi: np.ndarray
     transcript: Transcript
-    seconds: float  # processing wall time
+    # processing wall time
+    seconds: float
 
 
 @dataclass(frozen=True)

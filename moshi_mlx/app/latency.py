@@ -21,11 +21,12 @@ devices.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..audio.cushion import cushion_target
+from ..audio.devices import DeviceChoice
 from ..errors import AudioError
 from .engine import StepResult
 
@@ -43,8 +44,7 @@ STEP_FRAMES = 40  # model steps timed
 class LatencyOptions:
     """Devices, run length and what to measure."""
 
-    input_device: int | str | None = None
-    output_device: int | str | None = None
+    devices: DeviceChoice = field(default_factory=DeviceChoice)
     seconds: float = 6.0
     acoustic: bool = False  # measure the devices through the air (or a cable)
 
@@ -121,7 +121,8 @@ def find(template: np.ndarray, signal: np.ndarray, start: int, span: int):
 
 
 def run_audio_path(options: LatencyOptions, sample_rate: int, frame_size: int) -> dict:
-    """Run the probe through DuplexAudio and the frame loop; timings in ms."""
+    """Run the probe through DuplexAudio and the frame loop; timings in ms (and the
+    audio's AudioStats as "stats")."""
     from ..audio.duplex import DuplexAudio
     from .loop import FrameLoop
 
@@ -131,8 +132,8 @@ def run_audio_path(options: LatencyOptions, sample_rate: int, frame_size: int) -
     audio = DuplexAudio(
         sample_rate,
         frame_size,
-        input_device=options.input_device,
-        output_device=options.output_device,
+        input_device=options.devices.input,
+        output_device=options.devices.output,
     )
     with audio:
         loop = FrameLoop(model, audio, mic_filter=tape, max_backlog=1 << 30).start()
@@ -144,11 +145,11 @@ def run_audio_path(options: LatencyOptions, sample_rate: int, frame_size: int) -
     if not model.probe_steps or not tape.played:
         raise AudioError(
             f"the streams delivered too little in {options.seconds:.0f} s "
-            f"({stats['callbacks']} microphone callbacks): a device is stalled"
+            f"({stats.input_callbacks} microphone callbacks): a device is stalled"
         )
     played, mic = np.concatenate(tape.played), np.concatenate(tape.mic)
     # played sample j left for the speaker when the mic had j - lead samples
-    lead = (stats.get("played_lead_ms") or 0.0) * sample_rate / 1000
+    lead = (stats.played_lead_ms or 0.0) * sample_rate / 1000
     handed, round_trips, scores = [], [], []
     for step in model.probe_steps:
         at, score = find(probe, played, step * frame_size, sample_rate)
@@ -201,25 +202,22 @@ def breakdown(
 
     stats = path["stats"]
     ms = 1000.0
-    rate, period = (
-        stats["device_rate"],
-        round(stats["period_ms"] * stats["device_rate"] / ms),
-    )
+    rate, period = stats.device_rate, stats.period
     lowest, highest = (round(s * rate) for s in CUSHION_BOUNDS_S)
     steps = np.zeros(1) if step_s is None else step_s
     cushion, _ = cushion_target(steps, period, rate, lowest, highest)
-    measured_cushion = stats.get("cushion_ms") or 0.0
-    queue = (stats.get("speaker_queue_ms") or 0.0) - measured_cushion
+    measured_cushion = stats.cushion_ms or 0.0
+    queue = (stats.speaker_queue_ms or 0.0) - measured_cushion
     queue += ms * cushion / rate
-    in_ms = ms * (stats["input_latency_s"] or 0.0)
-    out_ms = ms * (stats["output_latency_s"] or 0.0)
+    in_ms = ms * (stats.input_latency_s or 0.0)
+    out_ms = ms * (stats.output_latency_s or 0.0)
     devices = (
         path["round_trip_ms"] if path["round_trip_ms"] is not None else in_ms + out_ms
     )
     parts = {
         "frame": ms * frame_s / 2,
         "model": ms * frame_s * answer_delay_frames,
-        "wait": stats.get("frame_wait_ms") or 0.0,
+        "wait": stats.frame_wait_ms or 0.0,
         "step": ms * float(np.median(steps)),
         "queue": max(0.0, queue),
         "devices": devices,
@@ -231,13 +229,13 @@ def breakdown(
         "model_step_p95_ms": (
             None if step_s is None else ms * float(np.percentile(step_s, 95))
         ),
-        "device_period_ms": stats["period_ms"],
+        "device_period_ms": stats.period_ms,
         "device_input_ms": in_ms,
         "device_output_ms": out_ms,
         "acoustic_round_trip_ms": path["round_trip_ms"],
-        "frame_wait_ms": stats.get("frame_wait_ms"),
-        "frame_wait_p95_ms": stats.get("frame_wait_p95_ms"),
-        "speaker_queue_ms": stats.get("speaker_queue_ms"),
+        "frame_wait_ms": stats.frame_wait_ms,
+        "frame_wait_p95_ms": stats.frame_wait_p95_ms,
+        "speaker_queue_ms": stats.speaker_queue_ms,
         "cushion_ms": measured_cushion,
         "model_cushion_ms": ms * cushion / rate,
         "handed_ms": path["handed_ms"],
@@ -245,7 +243,7 @@ def breakdown(
         "expected_answer_ms": sum(parts.values()),
         "parts_ms": parts,
         "probes": path["probes"],
-        "underrun_callbacks": stats["output_underrun_callbacks"],
+        "underrun_callbacks": stats.output_underrun_callbacks,
         "device_rate": rate,
     }
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from .engine import StepResult
 
-MAX_BACKLOG_FRAMES = 2  # more mic frames than this waiting → drop all but the newest
+# more mic frames than this waiting → drop all but the newest
+MAX_BACKLOG_FRAMES = 2
 # how long the worker waits for a mic frame before checking for stop
 READ_TIMEOUT_S = 0.1
 
@@ -60,15 +61,23 @@ class FrameEvent:
     """One processed frame: what Moshi heard, said and wrote, and how long it took."""
 
     step: int
-    time: float  # seconds of conversation at the start of this frame (step × 80 ms)
-    step_ms: float  # wall time of Mimi encode + LM step + Mimi decode
+    # seconds of conversation at the start of this frame (step × 80 ms)
+    time: float
+    # wall time of Mimi encode + LM step + Mimi decode
+    step_ms: float
     text_token: int
-    text: str  # decoded piece, "" for padding
-    audio_codes: np.ndarray | None  # (8,) Moshi's codes final at this step, or None
-    user_pcm: np.ndarray  # (frame,) the mic frame Moshi heard (after the mic filter)
-    moshi_pcm: np.ndarray  # (frame,) Moshi's audio sent to the speaker
-    dropped_frames: int  # mic frames dropped so far for lag compensation
-    raw_user_pcm: np.ndarray | None = None  # (frame,) the mic before the mic filter
+    # decoded piece, "" for padding
+    text: str
+    # (dep_q,) Moshi's codes final at this step, or None
+    audio_codes: np.ndarray | None
+    # (frame,) the mic frame Moshi heard (after the mic filter)
+    user_pcm: np.ndarray
+    # (frame,) Moshi's audio sent to the speaker
+    moshi_pcm: np.ndarray
+    # mic frames dropped so far for lag compensation
+    dropped_frames: int
+    # (frame,) the mic before the mic filter
+    raw_user_pcm: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,8 @@ class FrameLoop:
         self.model = model
         self.audio = audio
         self.mic_filter = mic_filter
-        self.user_transcriber = user_transcriber  # gets the codes of Moshi's own encode
+        # gets the codes of Moshi's own encode
+        self.user_transcriber = user_transcriber
         self.max_backlog = max_backlog
         # A Queue, not a SimpleQueue: before Python 3.13 a signal (Ctrl-C) arriving
         # while SimpleQueue.get(timeout=...) waits makes the wait endless.

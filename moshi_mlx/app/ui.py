@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ..audio.stats import AudioStats
 from ..words import LINE_PAUSE_S, SpeechLines, Word, WordJoiner, format_time
 from .loop import FrameEvent
 
@@ -130,7 +131,7 @@ class ChatState:
     def percentile_ms(self, q: float) -> float | None:
         return float(np.percentile(self.step_ms, q)) if self.step_ms else None
 
-    def latency_parts(self, audio: dict) -> dict[str, float] | None:
+    def latency_parts(self, audio: AudioStats) -> dict[str, float] | None:
         """The mic → speaker time of Moshi's answer, in measured parts (ms).
 
         A sound waits half a frame on average for its frame to end (frame); Moshi's
@@ -143,19 +144,16 @@ class ChatState:
         if p50 is None:
             return None
         frame_ms = self.frame_seconds * 1000
-        processing = audio.get("processing_ms")
-        devices = (audio.get("input_latency_s") or 0.0) + (
-            audio.get("output_latency_s") or 0.0
-        )
+        processing = audio.processing_ms
         return {
             "frame": frame_ms / 2,
             "model": self.answer_delay_frames * frame_ms,
             "processing": p50 if processing is None else processing,
-            "queue": audio.get("speaker_queue_ms") or 0.0,
-            "devices": devices * 1000,
+            "queue": audio.speaker_queue_ms or 0.0,
+            "devices": audio.device_latency_s * 1000,
         }
 
-    def latency_ms(self, audio: dict) -> float | None:
+    def latency_ms(self, audio: AudioStats) -> float | None:
         """Expected mic → speaker time of Moshi's answer: the sum of its parts."""
         parts = self.latency_parts(audio)
         return None if parts is None else sum(parts.values())
@@ -168,18 +166,13 @@ class ChatState:
             return f"{window:.0f} s window full (oldest forgotten)"
         return f"{seen:.1f}/{window:.0f} s ({window - seen:.0f} s left)"
 
-    def status_fields(self, audio: dict) -> list[tuple[str, str]]:
+    def status_fields(self, audio: AudioStats) -> list[tuple[str, str]]:
         """(label, value) rows of the status panel."""
         p50, p95 = self.percentile_ms(50), self.percentile_ms(95)
         frame_ms = self.frame_seconds * 1000
         step = "—" if p50 is None else f"p50 {p50:.1f} ms · p95 {p95:.1f} ms"
         rtf = "—" if p50 is None else f"{p50 / frame_ms:.2f}"
         parts = self.latency_parts(audio)
-        rate = audio.get("sample_rate", 24000)
-        underrun_s = audio.get("output_underruns", 0) / rate
-        overflows = audio.get("input_overflows", 0) + audio.get("output_overflows", 0)
-        skipped = audio.get("output_skipped_frames", 0)
-        skipped_s = audio.get("output_skipped_s", skipped * self.frame_seconds)
         return [
             ("step", step),
             (
@@ -196,20 +189,23 @@ class ChatState:
             ("speaker cushion", cushion_text(audio)),
             (
                 "buffers",
-                f"mic {audio.get('input_fill_frames', 0.0):.1f}/"
-                f"{audio.get('input_capacity_frames', 0)} · speaker "
-                f"{audio.get('output_fill_frames', 0.0):.1f}/"
-                f"{audio.get('output_capacity_frames', 0)} frames",
+                f"mic {audio.input_fill_frames:.1f}/"
+                f"{audio.input_capacity_frames} · speaker "
+                f"{audio.output_fill_frames:.1f}/"
+                f"{audio.output_capacity_frames} frames",
             ),
             (
                 "dropped / underruns / overflows",
                 f"{self.dropped_frames} frames · "
-                f"{audio.get('output_underrun_callbacks', 0)} ({underrun_s:.2f} s) · "
-                f"{overflows} samples",
+                f"{audio.output_underrun_callbacks} ({audio.underrun_s:.2f} s) · "
+                f"{audio.overflows} samples",
             ),
             (
                 "skipped (late)",
-                f"{skipped} frames ({skipped_s:.2f} s)",
+                (
+                    f"{audio.output_skipped_frames} frames "
+                    f"({audio.output_skipped_s:.2f} s)"
+                ),
             ),
             ("echo cancellation", echo_status(self.echo)),
             *(
@@ -236,15 +232,14 @@ def latency_parts_text(parts: dict[str, float] | None) -> str:
     return " + ".join(f"{name} {ms:.0f}" for name, ms in parts.items()) + " ms"
 
 
-def cushion_text(audio: dict) -> str:
+def cushion_text(audio: AudioStats) -> str:
     """The speaker cushion row: its adaptive target and how it moved."""
-    target = audio.get("cushion_ms")
-    if target is None:
+    if audio.cushion_ms is None:
         return "—"
     return (
-        f"{target:.0f} ms (step jitter {audio.get('cushion_jitter_ms', 0.0):.0f} ms)"
-        f" · grown {audio.get('cushion_grown', 0)}× · trimmed "
-        f"{audio.get('cushion_trimmed_ms', 0.0) / 1000:.2f} s"
+        f"{audio.cushion_ms:.0f} ms (step jitter {audio.cushion_jitter_ms:.0f} ms)"
+        f" · grown {audio.cushion_grown}× · trimmed "
+        f"{audio.cushion_trimmed_ms / 1000:.2f} s"
     )
 
 
@@ -295,7 +290,7 @@ class ChatView:
     def __init__(self, state: ChatState) -> None:
         self.state = state
 
-    def render(self, audio: dict) -> RenderableType:
+    def render(self, audio: AudioStats) -> RenderableType:
         """The whole screen for the current state and audio stats."""
         state = self.state
         if state.speaking:
@@ -376,19 +371,19 @@ class PlainView:
             self.write(f"recording: {error}")
         self._printed_errors += len(new)
 
-    def tick(self, audio: dict) -> None:
+    def tick(self, audio: AudioStats) -> None:
         """Print new recording failures, and the status line when its period passed."""
         self._print_errors()
         if self.state.elapsed >= self._next_status:
             self._next_status += STATUS_EVERY_S
             self.write(self.status_line(audio))
 
-    def status_line(self, audio: dict) -> str:
+    def status_line(self, audio: AudioStats) -> str:
         """All status fields on one line."""
         fields = "; ".join(f"{k} {v}" for k, v in self.state.status_fields(audio))
         return f"status steps {self.state.steps}; {fields}"
 
-    def close(self, audio: dict) -> None:
+    def close(self, audio: AudioStats) -> None:
         """Print the last transcript lines and a final status line."""
         self._print_user_lines(final=True)
         lines = self.state.moshi_lines

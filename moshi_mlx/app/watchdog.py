@@ -2,7 +2,8 @@
 
 Some drivers (CoreAudio when a device goes away) keep the PortAudio stream "active"
 but stop calling back: the meters freeze and nothing is heard. The watchdog reads the
-stream's callback counter from its stats on every pass of the chat's main loop.
+streams' callback counters (microphone and speaker) from its stats on every pass
+of the chat's main loop.
 
 A machine that keeps its audio on time calls back every few tens of milliseconds, so
 a second without a callback means a dead device. A heavily loaded machine can hold
@@ -20,7 +21,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-SILENCE_S = 1.0  # no audio callback for this long: the device is dead
+from ..audio.stats import AudioStats
+
+# no audio callback for this long: the device is dead
+SILENCE_S = 1.0
 GAP_FACTOR = 3.0
 MIN_CHECKS = 5
 # checks further apart than this: the process itself did not run in between
@@ -31,7 +35,8 @@ STARTUP_SILENCE_S = 5.0
 
 
 class CallbackWatchdog:
-    """`stalled(stats)` is True once `stats["callbacks"]` stopped advancing."""
+    """`stalled(stats)` is True once either stream's callback count stopped advancing
+    (the microphone's or the speaker's: either device may be the one that went)."""
 
     def __init__(
         self,
@@ -39,15 +44,51 @@ class CallbackWatchdog:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.silence_s = silence_s
+        self._streams = (_Callbacks(silence_s, clock), _Callbacks(silence_s, clock))
+        self._stalled: _Callbacks | None = None
+
+    @property
+    def limit_s(self) -> float:
+        """How long a silence must last to count as a dead device, now (the stalled
+        stream's once one stalled, else the longest of the streams counted)."""
+        if self._stalled is not None:
+            return self._stalled.limit_s
+        counted = [s.limit_s for s in self._streams if s.counted]
+        return max(counted, default=self._streams[0].limit_s)
+
+    def stalled(self, stats: AudioStats) -> bool:
+        """Check the audio stats; a stream without a callback count never stalls."""
+        counts = (stats.input_callbacks, stats.output_callbacks)
+        stalled = [
+            stream
+            for stream, count in zip(self._streams, counts, strict=True)
+            if count is not None and stream.stalled(count)
+        ]
+        if stalled:
+            self._stalled = stalled[0]
+        return bool(stalled)
+
+
+class _Callbacks:
+    """One stream's callback count: when it last advanced, and the silence allowed."""
+
+    def __init__(self, silence_s: float, clock: Callable[[], float]) -> None:
+        self.silence_s = silence_s
         self._clock = clock
         self._count: int | None = None
         self._since = 0.0
         self._checks = 0
         self._last_check = 0.0
-        self._missed_checks = False  # since the last callback
+        # since the last callback
+        self._missed_checks = False
         self._longest_gap = 0.0
         self._first_callback: float | None = None
         self._started = False
+
+    @property
+    def counted(self) -> bool:
+        """A count has been seen."""
+        return self._count is not None
 
     @property
     def limit_s(self) -> float:
@@ -55,11 +96,8 @@ class CallbackWatchdog:
         limit = max(self.silence_s, GAP_FACTOR * self._longest_gap)
         return limit if self._started else max(limit, STARTUP_SILENCE_S)
 
-    def stalled(self, stats: dict) -> bool:
-        """Check the audio stats; a source without a callback count never stalls."""
-        count = stats.get("callbacks")
-        if count is None:
-            return False
+    def stalled(self, count: int) -> bool:
+        """Take in the count now; True once it has not moved for `limit_s`."""
         now = self._clock()
         self._missed_checks |= now - self._last_check > CHECK_GAP_S
         self._last_check = now

@@ -25,6 +25,15 @@ LIST_HINT = "see `python cli.py devices`"
 
 
 @dataclass(frozen=True)
+class DeviceChoice:
+    """The sound devices asked for: each an index, part of a name, or None for the
+    system's default (--input-device, --output-device)."""
+
+    input: int | str | None = None
+    output: int | str | None = None
+
+
+@dataclass(frozen=True)
 class AudioDevice:
     """One PortAudio device, with whether it is the default input / output."""
 

@@ -58,6 +58,7 @@ from .devices import (
     resolve_device,
 )
 from .ring_buffer import RingBuffer
+from .stats import AudioStats
 
 DEVICE_PERIOD_S = 0.01  # samples per callback: small, whatever the model's frame
 CUSHION_BOUNDS_S = (0.01, 0.3)  # the speaker cushion's target stays within these
@@ -150,6 +151,15 @@ def stream_open_error(
     )
 
 
+def _resampler(from_rate: int, to_rate: int):
+    """soxr's variable-rate resampling stream between the rates; None if they agree."""
+    if from_rate == to_rate:
+        return None
+    import soxr
+
+    return soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", vr=True)
+
+
 class _FrameReader:
     """Consumer side of a device-rate ring, at the frame rate (resampled if needed)."""
 
@@ -163,14 +173,9 @@ class _FrameReader:
     ) -> None:
         self.ring = ring
         self._device_ratio = device_rate / rate
-        self._resampler = None
+        self._resampler = _resampler(device_rate, rate)
         self._frames = ring
-        if device_rate != rate:
-            import soxr
-
-            self._resampler = soxr.ResampleStream(
-                device_rate, rate, 1, dtype="float32", vr=True
-            )
+        if self._resampler is not None:
             self._frames = RingBuffer(capacity)
             self._scratch = np.empty(ring.capacity, dtype=np.float32)
             self._headroom = frame_size
@@ -303,13 +308,7 @@ class DuplexAudio:
         self._played_frames = _FrameReader(
             self._played, rate, sample_rate, frame_size, frame_ring
         )
-        self._output_resampler = None
-        if rate != sample_rate:
-            import soxr
-
-            self._output_resampler = soxr.ResampleStream(
-                sample_rate, rate, 1, dtype="float32", vr=True
-            )
+        self._output_resampler = _resampler(sample_rate, rate)
         self._silence = np.zeros(highest + self.period, np.float32)
         self._streams: tuple = ()
 
@@ -345,7 +344,8 @@ class DuplexAudio:
         self._waits: deque[float] = deque(maxlen=TIMING_WINDOW)
         self._lateness: deque[float] = deque(maxlen=TIMING_WINDOW)
         self._queue_delays: deque[float] = deque(maxlen=TIMING_WINDOW)
-        self._timing: dict = {}
+        # AudioStats' timing fields, as the consumer thread last computed them
+        self._timing: dict[str, float | int | None] = {}
 
     # --- stream lifecycle ---------------------------------------------------------
 
@@ -551,6 +551,7 @@ class DuplexAudio:
         """The timing figures `stats` shows (computed here, on the consumer thread)."""
         ms = 1000.0
         cushion = self._cushion
+        to_ms = self._device_ms
         self._timing = {
             "frame_wait_ms": ms * float(np.median(self._waits))
             if self._waits
@@ -562,52 +563,54 @@ class DuplexAudio:
                 ms * float(np.median(self._lateness)) if self._lateness else None
             ),
             "speaker_queue_ms": ms * float(np.median(self._queue_delays)),
-            "cushion_ms": ms * cushion.target / self.device_rate,
-            "cushion_jitter_ms": ms * cushion.jitter / self.device_rate,
+            "cushion_ms": to_ms(cushion.target),
+            "cushion_jitter_ms": to_ms(cushion.jitter),
             "cushion_grown": cushion.grown,
-            "cushion_padded_ms": ms * cushion.padded / self.device_rate,
-            "cushion_trimmed_ms": ms * cushion.trimmed / self.device_rate,
-            "cushion_skipped_ms": ms * cushion.skipped / self.device_rate,
+            "cushion_padded_ms": to_ms(cushion.padded),
+            "cushion_trimmed_ms": to_ms(cushion.trimmed),
+            "cushion_skipped_ms": to_ms(cushion.skipped),
         }
 
-    def stats(self) -> dict:
-        """Fill levels in frames, counters in samples at `sample_rate`, timing in ms
-        (medians over the last 10 s); any thread."""
+    def _device_ms(self, samples: int) -> float:
+        """Samples at the device rate, in ms."""
+        return 1000.0 * samples / self.device_rate
+
+    def stats(self) -> AudioStats:
+        """The streams' figures now (see AudioStats); any thread."""
         to_rate = self.sample_rate / self.device_rate
         streams = self._streams
         latency = (streams[1].latency, streams[0].latency) if streams else (None, None)
-        return {
-            "active": bool(streams) and all(s.active for s in streams),
-            "input_device": self.input_device.name,
-            "output_device": self.output_device.name,
-            "sample_rate": self.sample_rate,
-            "device_rate": self.device_rate,
-            "period_ms": 1000.0 * self.period / self.device_rate,
-            "input_channels": self.settings.input_channels,
-            "output_channels": self.settings.output_channels,
-            "input_latency_s": latency[0],
-            "output_latency_s": latency[1],
-            "callbacks": self._input_callbacks,
-            "output_callbacks": self._output_callbacks,
-            "input_fill_frames": self._input_frames.pending / self.frame_size,
-            "input_capacity_frames": self.input_capacity_frames,
-            "output_fill_frames": self._output.available / self.device_frame,
-            "output_capacity_frames": self.output_capacity_frames,
-            "input_overflows": self._input_frames.overflows,
-            "output_overflows": round(self._output.overflows * to_rate),
-            "output_underruns": round(self._underrun_samples * to_rate),
-            "output_underrun_callbacks": self._underrun_callbacks,
-            "output_skipped_frames": self._skipped_samples // self.device_frame,
-            "output_skipped_s": self._skipped_samples / self.device_rate,
-            "played_overflows": self._played_frames.overflows,
-            # how far the played reference runs ahead of the microphone it pairs with
-            "played_lead_ms": (
+        return AudioStats(
+            active=bool(streams) and all(s.active for s in streams),
+            input_device=self.input_device.name,
+            output_device=self.output_device.name,
+            sample_rate=self.sample_rate,
+            device_rate=self.device_rate,
+            period_ms=self._device_ms(self.period),
+            input_channels=self.settings.input_channels,
+            output_channels=self.settings.output_channels,
+            input_latency_s=latency[0],
+            output_latency_s=latency[1],
+            input_callbacks=self._input_callbacks,
+            output_callbacks=self._output_callbacks,
+            input_fill_frames=self._input_frames.pending / self.frame_size,
+            input_capacity_frames=self.input_capacity_frames,
+            output_fill_frames=self._output.available / self.device_frame,
+            output_capacity_frames=self.output_capacity_frames,
+            input_overflows=self._input_frames.overflows,
+            output_overflows=round(self._output.overflows * to_rate),
+            output_underruns=round(self._underrun_samples * to_rate),
+            output_underrun_callbacks=self._underrun_callbacks,
+            output_skipped_frames=self._skipped_samples // self.device_frame,
+            output_skipped_s=self._skipped_samples / self.device_rate,
+            played_overflows=self._played_frames.overflows,
+            played_lead_ms=(
                 None
                 if self._played_lead is None
-                else 1000.0 * self._played_lead / self.device_rate
+                else self._device_ms(self._played_lead)
             ),
-            "input_frames_dropped": self._input_frames_dropped,
-            "status_input_overflows": self._status_input_overflows,
-            "status_output_underflows": self._status_output_underflows,
+            input_frames_dropped=self._input_frames_dropped,
+            status_input_overflows=self._status_input_overflows,
+            status_output_underflows=self._status_output_underflows,
             **self._timing,
-        }
+        )

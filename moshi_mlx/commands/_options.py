@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..app.engine import SamplingSettings
 from ..checkpoints import (
@@ -16,6 +17,9 @@ from ..checkpoints import (
 )
 from ..lm.generate import ALIGNMENTS, DEFAULT_ALIGNMENT
 
+if TYPE_CHECKING:
+    from ..audio.devices import DeviceChoice
+
 FlagGroup = argparse.ArgumentParser | argparse._ArgumentGroup  # where flags are added
 
 
@@ -26,8 +30,9 @@ def add_moshi_options(parser: argparse.ArgumentParser) -> None:
     _add_alignment_option(parser)
 
 
-def add_device_options(group: FlagGroup) -> None:
-    """Add --input-device and --output-device."""
+def add_device_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the "audio" flag group with --input-device and --output-device; returns it."""
+    group = parser.add_argument_group("audio")
     group.add_argument(
         "--input-device",
         metavar="DEVICE",
@@ -38,6 +43,14 @@ def add_device_options(group: FlagGroup) -> None:
         metavar="DEVICE",
         help="speaker: index or part of the name (see `cli.py devices`)",
     )
+    return group
+
+
+def device_choice(args: argparse.Namespace) -> DeviceChoice:
+    """The DeviceChoice described by --input-device and --output-device."""
+    from ..audio.devices import DeviceChoice
+
+    return DeviceChoice(args.input_device, args.output_device)
 
 
 def add_mimi_options(group: FlagGroup, weight_help: str) -> None:

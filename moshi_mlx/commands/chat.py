@@ -8,6 +8,7 @@ from pathlib import Path
 from ._options import (
     add_device_options,
     add_moshi_options,
+    device_choice,
     sampling_settings,
     weight_request,
 )
@@ -21,8 +22,7 @@ def register(subparsers) -> None:
         help="full-duplex conversation with Moshi in the terminal",
         description=__doc__,
     )
-    audio = parser.add_argument_group("audio")
-    add_device_options(audio)
+    audio = add_device_options(parser)
     audio.add_argument(
         "--record",
         type=Path,
@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         flags = ", ".join(stt_flags_given(args))
         raise ConfigError(f"{flags}: only used with --user-transcript; add it")
     options = ChatOptions(
-        args.input_device,
-        args.output_device,
+        device_choice(args),
         args.record,
         not args.no_ui,
         aec=args.aec == "on",

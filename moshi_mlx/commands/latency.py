@@ -8,6 +8,7 @@ from pathlib import Path
 from ._options import (
     add_device_options,
     add_moshi_options,
+    device_choice,
     sampling_settings,
     weight_request,
 )
@@ -20,8 +21,7 @@ def register(subparsers) -> None:
         help="measure the mic → speaker latency of a Moshi answer on this machine",
         description=__doc__,
     )
-    audio = parser.add_argument_group("audio")
-    add_device_options(audio)
+    audio = add_device_options(parser)
     audio.add_argument(
         "--acoustic",
         action="store_true",
@@ -52,9 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seconds < 3:
         raise ConfigError("--seconds must be at least 3 (the first probe is at 1.3 s)")
-    options = LatencyOptions(
-        args.input_device, args.output_device, args.seconds, args.acoustic
-    )
+    options = LatencyOptions(device_choice(args), args.seconds, args.acoustic)
     request = None if args.audio_only else weight_request(args)
     result = measure(request, sampling_settings(args), options)
     print_report(result)
