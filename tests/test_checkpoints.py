@@ -15,21 +15,22 @@ import pytest
 from conftest import REPO_ROOT
 
 from moshi_mlx.checkpoints import (
-    GB,
     MIMI_FILENAME,
-    QUANTIZATIONS,
     TOKENIZER_FILENAME,
-    CompanionModel,
-    MemoryEstimate,
     WeightRequest,
-    check_memory,
-    float32_plan,
     official_repo,
     quantization_for,
     resolve_checkpoint,
 )
 from moshi_mlx.errors import ConfigError, WeightsError
-from moshi_mlx.weights import hub_connection_error, hub_file
+from moshi_mlx.memory import (
+    GB,
+    CompanionModel,
+    MemoryEstimate,
+    check_memory,
+    float32_plan,
+)
+from moshi_mlx.weights import QUANTIZATIONS, hub_connection_error, hub_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -245,6 +246,7 @@ def test_float32_plan_takes_the_parts_that_fit(monkeypatch):
     assert plan == ("depformer", *(f"transformer.layers.{i}" for i in range(5)))
     grown = float32_plan(bf16, None, QUANTIZATIONS["bf16"], "bfloat16", int(40 * GB))
     assert len(grown) == 1 + 32 + 1 and grown[-1] == "text_linear"
+
     def plan(dtype: str, gb: float) -> tuple[str, ...]:
         return float32_plan(bf16, None, QUANTIZATIONS["bf16"], dtype, int(gb * GB))
 

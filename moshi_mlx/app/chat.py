@@ -12,8 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from ..checkpoints import CompanionModel, WeightRequest, resolve_checkpoint
+from ..checkpoints import WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
+from ..memory import CompanionModel
 from ..mimi import MimiConfig
 from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber

@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..lm import Lm, LmConfig, LmGen, Sampler
 from ..mimi import Mimi
 from ..mimi.transcode import transcode
+from ..weights import check_dtype
 from . import measure, metrics
 from .levels import Level, level_spec, parse_level
 from .models import (
@@ -279,11 +280,7 @@ def run_benchmark(
     """Measure every level of `options`; returns the JSON-ready results."""
     progress = progress or _Silent()
     levels = list(dict.fromkeys(parse_level(name) for name in options.levels))
-    if request.dtype not in ("bfloat16", "float16", "float32"):
-        raise ConfigError(
-            f"--dtype {request.dtype} is not supported; use bfloat16, float16 or "
-            "float32"
-        )
+    check_dtype(request.dtype)
     sources = resolve_sources(request, options, levels)
     source, cfg = sources.lm, sources.lm.config
     shapes = float_shapes(cfg)

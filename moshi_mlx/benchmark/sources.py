@@ -11,15 +11,11 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio.files import read_audio, resample
-from ..checkpoints import (
-    WeightRequest,
-    available_memory,
-    official_mimi_file,
-    resolve_checkpoint,
-)
+from ..checkpoints import WeightRequest, official_mimi_file, resolve_checkpoint
 from ..errors import AudioError, ConfigError, WeightsError
 from ..lm import LmConfig
 from ..mimi import MimiConfig
+from ..system_memory import available_memory
 from .levels import DEFAULT_LEVELS, Level
 from .models import LmSource, checkpoint_source, float_shapes, random_source
 

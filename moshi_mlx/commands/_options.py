@@ -6,15 +6,9 @@ import argparse
 from pathlib import Path
 
 from ..app.engine import SamplingSettings
-from ..checkpoints import (
-    DEFAULT_QUANTIZED,
-    DEFAULT_VOICE,
-    DTYPE_BYTES,
-    QUANTIZATIONS,
-    VOICES,
-    WeightRequest,
-)
+from ..checkpoints import DEFAULT_QUANTIZED, DEFAULT_VOICE, VOICES, WeightRequest
 from ..lm.generate import ALIGNMENTS, DEFAULT_ALIGNMENT
+from ..weights import DTYPE_BYTES, QUANTIZATIONS
 
 FlagGroup = argparse.ArgumentParser | argparse._ArgumentGroup  # where flags are added
 
