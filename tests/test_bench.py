@@ -14,14 +14,10 @@ from conftest import REPO_ROOT
 from moshi_mlx import accelerator
 from moshi_mlx.benchmark import DEFAULT_LEVELS, NAMED_LEVELS, metrics, parse_level
 from moshi_mlx.benchmark.levels import level_spec, quantize_for_level
-from moshi_mlx.benchmark.models import (
-    float_shapes,
-    keep_layers,
-    random_lm_weights,
-    read_lm_weights,
-)
+from moshi_mlx.benchmark.models import keep_layers, random_lm_weights
 from moshi_mlx.errors import ConfigError
 from moshi_mlx.lm import LmConfig
+from moshi_mlx.lm.loading import float_shapes, read_lm_weights
 
 ALL_LEVELS = [*DEFAULT_LEVELS, "mixed-bf16", "q5g32"]
 

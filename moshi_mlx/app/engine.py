@@ -156,7 +156,6 @@ def load_engine(
         dtype=getattr(mx, checkpoint.dtype),
         quantize=quant.quantize if quant else None,
     )
-    mx.eval(model.parameters())  # materialise on this thread (see MoshiEngine.reset)
     stored = quantization_of(model)
     if quant is not None and quant.bits is None and stored != "not quantized":
         raise WeightsError(

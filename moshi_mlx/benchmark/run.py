@@ -24,6 +24,7 @@ from ..app.engine import SamplingSettings
 from ..checkpoints import WeightRequest
 from ..errors import ConfigError
 from ..lm import Lm, LmConfig, LmGen, Sampler
+from ..lm.loading import float_shapes
 from ..mimi import Mimi
 from ..mimi.transcode import transcode
 from ..weights import check_dtype
@@ -32,7 +33,6 @@ from .levels import Level, level_spec, parse_level
 from .models import (
     LmSource,
     build_lm,
-    float_shapes,
     layer_bytes,
     open_mimi,
     parameter_bytes,

@@ -143,7 +143,6 @@ def load_stt(checkpoint: SttCheckpoint) -> SttModel:
             f"{checkpoint.config}"
         )
     lm = load_lm(checkpoint.weight, cfg, dtype=getattr(mx, checkpoint.dtype))
-    mx.eval(lm.parameters())  # materialised here, so any thread may step the model
     return SttModel(lm, tokenizer)
 
 
