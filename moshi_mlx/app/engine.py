@@ -139,14 +139,13 @@ def load_engine(
     from ..lm import LmConfig, LmGen, Sampler, load_lm
     from ..lm.float32 import promote
     from ..lm.loading import quantization_of
-    from ..mimi import MimiConfig, MimiStream, load_mimi
+    from ..mimi import MimiStream, open_mimi
     from ..text import Tokenizer
 
     lm_config = LmConfig.from_json_or_moshi_7b(checkpoint.lm_config)
-    mimi_config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
-    mimi = load_mimi(
+    mimi = open_mimi(
         checkpoint.mimi_weight,
-        config=mimi_config,
+        checkpoint.mimi_config,
         num_codebooks=max(lm_config.user_codebooks, mimi_codebooks or 0),
     )
     quant = checkpoint.quantization

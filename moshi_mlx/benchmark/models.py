@@ -22,7 +22,6 @@ from mlx.utils import tree_flatten
 from ..errors import WeightsError
 from ..lm import DEFAULT_ALIGNMENT, Lm, LmConfig, LmGen
 from ..lm.loading import float_shapes, lm_from_weights, read_lm_weights
-from ..mimi import Mimi, MimiConfig, load_mimi
 from ..quantization import describe, infer_quantization
 from .levels import Level, level_spec, quantize_for_level
 
@@ -152,18 +151,6 @@ def layer_bytes(model: Lm) -> int:
     return sum(
         v.nbytes for _, v in tree_flatten(model.transformer.layers[0].parameters())
     )
-
-
-def open_mimi(
-    weight: Path | None, config: MimiConfig, num_codebooks: int, seed: int
-) -> tuple[Mimi, str]:
-    """Mimi from a checkpoint, or with seeded random weights, and its description."""
-    if weight is not None:
-        return load_mimi(weight, config, num_codebooks), str(weight)
-    mx.random.seed(seed)
-    mimi = Mimi(config, num_codebooks)
-    mx.eval(mimi.parameters())
-    return mimi, f"random weights (seed {seed})"
 
 
 Pick = Callable[[mx.array, mx.array], mx.array]

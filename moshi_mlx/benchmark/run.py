@@ -25,7 +25,7 @@ from ..checkpoints import WeightRequest
 from ..errors import ConfigError
 from ..lm import Lm, LmConfig, LmGen, Sampler
 from ..lm.loading import float_shapes
-from ..mimi import Mimi
+from ..mimi import Mimi, open_mimi
 from ..mimi.transcode import transcode
 from ..weights import check_dtype
 from . import measure, metrics
@@ -34,7 +34,6 @@ from .models import (
     LmSource,
     build_lm,
     layer_bytes,
-    open_mimi,
     parameter_bytes,
     record_run,
     replay,
@@ -288,12 +287,16 @@ def run_benchmark(
         level_spec(level, shapes)  # refuse a level that cannot be built before any work
     dtype = getattr(mx, request.dtype)
 
-    mimi, mimi_origin = open_mimi(
+    mimi = open_mimi(
         sources.mimi_weight,
         sources.mimi_config,
         cfg.user_codebooks,
-        options.weight_seed,
+        seed=options.weight_seed,
     )
+    if sources.mimi_weight is None:
+        mimi_origin = f"random weights (seed {options.weight_seed})"
+    else:
+        mimi_origin = str(sources.mimi_weight)
     if mimi.config.quantizer.bins != cfg.card:
         raise ConfigError(
             f"Mimi has {mimi.config.quantizer.bins} codes per codebook but the LM "

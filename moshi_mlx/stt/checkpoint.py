@@ -16,7 +16,7 @@ import mlx.core as mx
 
 from ..errors import ConfigError
 from ..lm import Lm, LmConfig, load_lm
-from ..mimi import Mimi, MimiConfig, load_mimi
+from ..mimi import Mimi, MimiConfig, open_mimi
 from ..text import Tokenizer
 from ..weights import check_dtype, hub_file, local_file
 
@@ -150,7 +150,7 @@ def load_stt_mimi(checkpoint: SttCheckpoint, codebooks: int) -> Mimi:
     """The Mimi named by an STT checkpoint, encoding `codebooks` codebooks."""
     config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
     check_codebooks(config, codebooks, checkpoint.mimi_config)
-    return load_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
+    return open_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
 
 
 def check_codebooks(mimi: MimiConfig, needed: int, source: Path | None) -> None:
