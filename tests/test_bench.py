@@ -291,8 +291,8 @@ def test_gpu_branch_keeps_bf16_scales(monkeypatch):
     more memory than the file."""
     from test_file_mode import tiny_request
 
-    from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.benchmark import BenchOptions, run_benchmark
+    from moshi_mlx.lm import SamplingSettings
 
     request = tiny_request()
     options = BenchOptions(levels=("q8",), frames=3, warmup=0)

@@ -33,10 +33,11 @@ from conftest import FIXTURES, REPO_ROOT
 from test_file_mode import TINY_FLAGS, tiny_request
 from test_recorder import recover_with_cli
 
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import load_engine
 from moshi_mlx.app.file_mode import process_frames, split_frames
 from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, WAV_NAME
 from moshi_mlx.checkpoints import resolve_checkpoint
+from moshi_mlx.lm import SamplingSettings
 
 pytestmark = pytest.mark.audio
 

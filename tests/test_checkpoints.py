@@ -316,8 +316,8 @@ def test_chat_counts_the_user_transcript_before_loading(monkeypatch):
 
     from moshi_mlx import checkpoints
     from moshi_mlx.app.chat import ChatOptions, run_chat
-    from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.audio import duplex
+    from moshi_mlx.lm import SamplingSettings
 
     monkeypatch.setattr(duplex, "DuplexAudio", lambda *args, **kwargs: None)
     monkeypatch.setattr(checkpoints, "available_memory", lambda: 15_000_000)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from test_file_mode import tiny_request
 
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import load_engine
 from moshi_mlx.benchmark import click_probe
 from moshi_mlx.benchmark.copy_moshi import write_copy_moshi
 from moshi_mlx.checkpoints import resolve_checkpoint
+from moshi_mlx.lm import SamplingSettings
 from moshi_mlx.lm.config import LmConfig
 
 FRAME, RATE = 1920, 24000

@@ -158,10 +158,11 @@ def test_chat_cancels_its_own_echo(echo_room: EchoRoom, tmp_path: Path) -> None:
     from test_chat_e2e import START_TIMEOUT_S, App
     from test_file_mode import tiny_request
 
-    from moshi_mlx.app.engine import SamplingSettings, load_engine
+    from moshi_mlx.app.engine import load_engine
     from moshi_mlx.app.file_mode import process_frames, split_frames
     from moshi_mlx.app.recorder import JSON_NAME, PROCESSED_NAME, WAV_NAME
     from moshi_mlx.checkpoints import resolve_checkpoint
+    from moshi_mlx.lm import SamplingSettings
 
     user = speech_like(3.0, seed=2, f0=210.0)
     user_wav = write_wav(tmp_path / "user.wav", user)

@@ -19,12 +19,13 @@ from conftest import FIXTURES, REPO_ROOT
 from rich.console import Console
 
 from moshi_mlx.app import file_mode
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import load_engine
 from moshi_mlx.app.file_mode import process_frames, run_file, split_frames
 from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.audio.files import frames_of, read_audio_blocks, resample
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
 from moshi_mlx.errors import MoshiError
+from moshi_mlx.lm import SamplingSettings
 
 FRAME = 1920
 GREEDY = SamplingSettings(text_temperature=0, audio_temperature=0)

@@ -14,12 +14,14 @@ from rich.live import Live
 
 from ..checkpoints import WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
+from ..lm.generate import DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
 from ..memory import CompanionModel
 from ..mimi import MimiConfig
 from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
 from ..words import format_time
-from .engine import MoshiEngine, SamplingSettings, load_engine
+from .engine import MoshiEngine, load_engine
 from .loop import FrameEvent, FrameLoop, LoopStopped, MicFilter
 from .recorder import Recorder
 from .signals import stop_on_signals
@@ -60,10 +62,12 @@ def run_chat(
     options: ChatOptions,
     console: Console | None = None,
     stt: SttRequest | None = None,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> None:
     """Talk with Moshi through the sound devices until Ctrl-C, `q` or an error.
 
-    With `stt`, the user's words are transcribed too (--user-transcript).
+    With `stt`, the user's words are transcribed too (--user-transcript);
+    `alignment`: when Moshi reads the user's frames (see `load_engine`).
     """
     from ..audio.duplex import DuplexAudio
 
@@ -87,7 +91,7 @@ def run_chat(
         if stt_checkpoint is not None:
             stt_model = load_chat_stt(stt_checkpoint, checkpoint.mimi_config)
         codebooks = stt_model.codebooks if stt_model is not None else None
-        engine = load_engine(checkpoint, sampling, mimi_codebooks=codebooks)
+        engine = load_engine(checkpoint, sampling, alignment, mimi_codebooks=codebooks)
         engine.warmup()
         if stt_model is not None:
             transcriber = user_transcriber(stt_model, engine.frame_seconds)

@@ -23,7 +23,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from ..audio.files import audio_length, frames_of, open_audio_writer, read_audio_blocks
 from ..checkpoints import WeightRequest, resolve_checkpoint
 from ..errors import AudioError, ConfigError, MoshiError
-from .engine import MoshiEngine, SamplingSettings, StepResult, load_engine
+from ..lm.generate import DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
+from .engine import MoshiEngine, StepResult, load_engine
 from .recorder import FLUSH_SECONDS, reason
 from .signals import stop_on_signals
 from .transcript import Transcript, TranscriptLog, finish_transcript, log_path_for
@@ -183,9 +185,11 @@ def run_file(
     stereo: bool = False,
     transcript_path: Path | None = None,
     console: Console | None = None,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> FileRun:
     """Answer the recording `input_path`; write Moshi's audio (and the transcript).
 
+    `alignment`: when Moshi reads the user's frames (see `load_engine`).
     Ctrl-C (once), SIGTERM or SIGHUP stop early with the answer so far written
     (`complete` False); a crash of the model also keeps it and raises a MoshiError.
     """
@@ -196,7 +200,7 @@ def run_file(
         raise ConfigError(f"--transcript {transcript_path}: name it .json")
     checkpoint = resolve_checkpoint(request)
     with console.status("loading Moshi…"):
-        engine = load_engine(checkpoint, sampling)
+        engine = load_engine(checkpoint, sampling, alignment)
     # opening it reports an unreadable input before any output exists
     total = -(-audio_length(input_path, engine.sample_rate) // engine.frame_size)
     blocks = read_audio_blocks(input_path, engine.sample_rate)

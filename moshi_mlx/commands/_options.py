@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..app.engine import SamplingSettings
 from ..checkpoints import DEFAULT_QUANTIZED, DEFAULT_VOICE, VOICES, WeightRequest
 from ..lm.generate import ALIGNMENTS, DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
 from ..weights import DTYPE_BYTES, QUANTIZATIONS
 
 FlagGroup = argparse.ArgumentParser | argparse._ArgumentGroup  # where flags are added
@@ -174,12 +174,11 @@ def weight_request(args: argparse.Namespace) -> WeightRequest:
 
 
 def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
-    """The SamplingSettings described by the sampling flags and --alignment."""
+    """The SamplingSettings described by the sampling flags."""
     return SamplingSettings(
         text_temperature=args.text_temperature,
         text_top_k=args.text_top_k,
         audio_temperature=args.audio_temperature,
         audio_top_k=args.audio_top_k,
         seed=args.seed,
-        alignment=args.alignment,
     )

@@ -38,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         stereo=args.stereo,
         transcript_path=args.transcript,
+        alignment=args.alignment,
     )
     return 0 if result.complete else 130

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_device, args.output_device, args.seconds, args.acoustic
     )
     request = None if args.audio_only else weight_request(args)
-    result = measure(request, sampling_settings(args), options)
+    result = measure(request, sampling_settings(args), options, args.alignment)
     print_report(result)
     if args.json is not None:
         write_json(args.json, {"latency": result})
