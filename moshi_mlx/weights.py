@@ -72,9 +72,8 @@ def load_safetensors(path: str | Path) -> dict[str, mx.array]:
         raise WeightsError(f"{path}: expected a .safetensors file")
     try:
         return mx.load(str(path), format="safetensors")
-    except (
-        Exception
-    ) as exc:  # mlx raises plain RuntimeError/ValueError for corrupt files
+    # mlx raises plain RuntimeError/ValueError for corrupt files
+    except Exception as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
 
 

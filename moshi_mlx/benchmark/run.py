@@ -228,7 +228,8 @@ def measure_level(
         "peak_memory_bytes": mx.get_peak_memory(),
         "load_s": load_s,
         "lm_step": measure.frame_timing(steps),
-        "temporal_layer": {  # one temporal transformer layer
+        # one temporal transformer layer
+        "temporal_layer": {
             **measure.timing(per_layer),
             "disk_bytes": built.layer_disk_bytes,
             "memory_bytes": layer_bytes(model),

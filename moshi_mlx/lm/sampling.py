@@ -41,9 +41,10 @@ class Sampler:
         if self.top_k is None or self.top_k >= logits.shape[-1]:
             return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
         best = mx.argpartition(-logits, kth=self.top_k - 1, axis=-1)[:, : self.top_k]
+        # (B,) index into the top-k set
         pick = mx.random.categorical(
             mx.take_along_axis(logits, best, axis=-1), axis=-1, key=key
-        )  # (B,) index into the top-k set
+        )
         return mx.take_along_axis(best, pick[:, None], axis=-1)[:, 0].astype(mx.int32)
 
 

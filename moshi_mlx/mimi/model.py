@@ -203,9 +203,8 @@ class Mimi(nn.Module):
         position: mx.array | None = None,
     ) -> mx.array:
         stream = state is not None  # else a whole sequence from its start
-        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(
-            self._dtype
-        )  # (B, F, D)
+        # (B, F, D)
+        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(self._dtype)
         x = self.upsample.convtr(x, state.upsample if stream else None)  # (B, 2F, D)
         x = self.decoder_transformer.transformer(
             x, state.transformer if stream else None, position
