@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 from rich.console import Console
 
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import load_engine
 from moshi_mlx.app.file_mode import split_frames
 from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.app.recorder import Recorder
@@ -30,6 +30,7 @@ from moshi_mlx.audio.stats import AudioStats
 from moshi_mlx.benchmark.measure import frame_timing, peak_mlx_mib
 from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
+from moshi_mlx.lm import SamplingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"

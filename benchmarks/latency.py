@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moshi_mlx.app.engine import SamplingSettings, load_engine
+from moshi_mlx.app.engine import load_engine
 from moshi_mlx.benchmark.click_probe import (
     ideal_run,
     latencies,
@@ -40,6 +40,7 @@ from moshi_mlx.benchmark.click_probe import (
 from moshi_mlx.benchmark.copy_moshi import write_copy_moshi
 from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
+from moshi_mlx.lm import SamplingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"

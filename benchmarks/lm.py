@@ -11,7 +11,7 @@ and cast one tensor at a time.
 
 On a CPU with OpenBLAS the app keeps the depformer and text head in float32
 when the full model plus those copies fits in free memory (moshi_mlx/lm/float32.py,
-checked by moshi_mlx.checkpoints.float32_plan); `--float32 auto` (default) makes
+checked by moshi_mlx.memory.float32_plan); `--float32 auto` (default) makes
 the same choice for the full 32-layer model at each level and shows it,
 `--float32 off` times the plain levels. `--reference-python PY` times Kyutai's
 moshi_mlx LM (benchmarks/lm_reference.py, run by PY) in the same run, its frames
@@ -42,14 +42,9 @@ from moshi_mlx.benchmark.models import (
     random_source,
 )
 from moshi_mlx.benchmark.report import print_table, write_json
-from moshi_mlx.checkpoints import (
-    DTYPE_BYTES,
-    QUANTIZATIONS,
-    MemoryEstimate,
-    available_memory,
-    float32_plan,
-    kv_cache_bytes,
-)
+from moshi_mlx.memory import MemoryEstimate, float32_plan, kv_cache_bytes
+from moshi_mlx.system_memory import available_memory
+from moshi_mlx.weights import DTYPE_BYTES, QUANTIZATIONS
 from moshi_mlx.lm import Lm, LmConfig, LmGen, Sampler
 from moshi_mlx.lm.float32 import promote
 from moshi_mlx.mimi import Mimi
@@ -69,7 +64,7 @@ def dense_dtype(level: str, compute: str) -> mx.Dtype:
     return {"bf16": mx.bfloat16, "f32": mx.float32}.get(level, DTYPES[compute])
 
 
-QUANTIZATION_OF = {"bf16": "bf16", "q8": "8", "q4": "4"}  # checkpoints.QUANTIZATIONS
+QUANTIZATION_OF = {"bf16": "bf16", "q8": "8", "q4": "4"}  # weights.QUANTIZATIONS
 TEMPORAL = "transformer.layers."  # float32 part names of temporal layers
 
 

@@ -36,20 +36,14 @@ from moshi_mlx.benchmark.measure import (
 )
 from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.blas import ENV_VAR
-from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi
+from moshi_mlx.mimi import Mimi, MimiStream, open_mimi
 
 SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
 
 
 def build(weight: Path | None, config: Path | None) -> Mimi:
     """The checkpoint, or seeded random weights of `config` (default official)."""
-    cfg = MimiConfig.from_json_or_official(config)
-    if weight:
-        return load_mimi(weight, cfg)
-    mx.random.seed(0)
-    mimi = Mimi(cfg)
-    mx.eval(mimi.parameters())
-    return mimi
+    return open_mimi(weight, config, seed=0)
 
 
 def serve_stream(weight: Path | None, config: Path | None, warmup: int) -> None:

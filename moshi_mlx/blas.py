@@ -22,13 +22,13 @@ import os
 import sys
 
 ENV_VAR = "MOSHI_MLX_BLAS"
-THREADS_VAR = "OPENBLAS_NUM_THREADS"  # the user's choice wins over moshi_mlx's one
-CANDIDATES = (
-    "libopenblas.so.0",
-    "libopenblasp.so.0",
-)  # Debian/Ubuntu, Fedora (pthreads)
+# the user's choice wins over moshi_mlx's one
+THREADS_VAR = "OPENBLAS_NUM_THREADS"
+# Debian/Ubuntu, Fedora (pthreads)
+CANDIDATES = ("libopenblas.so.0", "libopenblasp.so.0")
 
-loaded: str | None = None  # the library in use, or None for the wheel's own BLAS
+# the library in use, or None for the wheel's own BLAS
+loaded: str | None = None
 
 
 def missing_hint() -> str | None:

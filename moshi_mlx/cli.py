@@ -12,7 +12,9 @@ from .errors import MoshiError
 def main(argv: list[str] | None = None, prog: str = "moshi-mlx") -> int:
     """Parse `argv` (default: sys.argv), run the command; 2 with one line on errors."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
-    register_all(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    register_all(
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    )
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0

@@ -9,16 +9,22 @@ from pathlib import Path
 from .errors import ConfigError
 from .words import Word
 
-WORD_START = "\u2581"  # SentencePiece's "▁": the piece starts a new word
-TEXT_PAD = 3  # existing_text_padding_id: no text at this frame
-TEXT_EPAD = 0  # end of padding: the next token starts a word
+# SentencePiece's "▁": the piece starts a new word
+WORD_START = "\u2581"
+# Moshi's existing_text_padding_id: no text at this frame
+TEXT_PAD = 3
+# Moshi's existing_text_end_padding_id: the next token starts a word
+TEXT_EPAD = 0
 
 
 class Tokenizer:
-    """A SentencePiece model with Moshi's conventions for the padding ids."""
+    """A SentencePiece model with Moshi's conventions for the padding ids.
+
+    `padding_ids`: (PAD, EPAD), as `LmConfig.text_padding_ids` gives them.
+    """
 
     def __init__(
-        self, path: str | Path, padding_ids: tuple[int, ...] = (TEXT_PAD, TEXT_EPAD)
+        self, path: str | Path, padding_ids: tuple[int, int] = (TEXT_PAD, TEXT_EPAD)
     ):
         import sentencepiece
 
@@ -31,6 +37,7 @@ class Tokenizer:
         except (OSError, RuntimeError) as exc:
             raise ConfigError(f"{path}: not a SentencePiece model ({exc})") from None
         self.padding_ids = frozenset(padding_ids)
+        self.end_padding_id = padding_ids[1]
         self.path = path
 
     def __len__(self) -> int:
@@ -65,7 +72,7 @@ class Tokenizer:
 class WordAssembler:
     """Groups the streamed text tokens into words.
 
-    A word ends when the next word starts (a '▁' piece) or at an EPAD token;
+    A word ends when the next word starts (a '▁' piece) or at the tokenizer's EPAD;
     padding in between is ignored. `push` returns the words completed by a token;
     `flush` returns the last, unfinished one at the end of a stream. A word's time
     is `word_time(step of its first token)` (by default the step itself).
@@ -79,7 +86,7 @@ class WordAssembler:
     def push(self, token: int, step: int) -> list[Word]:
         """Feed the text token of `step`; returns the words it completed (0 or 1)."""
         done = []
-        if token == TEXT_EPAD or self.tokenizer.starts_word(token):
+        if token == self.tokenizer.end_padding_id or self.tokenizer.starts_word(token):
             done = self.flush()
         if self.tokenizer.is_text(token):
             if not self._tokens:

@@ -1,21 +1,66 @@
-"""Weight files: safe safetensors reads, strict loading into a module, Hugging Face downloads."""
+"""Weight files: their formats and compute dtypes, local files, safe safetensors
+reads, strict loading into a module, Hugging Face downloads."""
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .errors import WeightsError
+from .errors import ConfigError, WeightsError
 
 MAX_KEYS_SHOWN = 5
+# the compute dtypes a model may run in, and their bytes per value
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 # How long the one request checking that the Hugging Face hub answers may take: without
 # it, a download with no network retries for about 25 s before giving up.
 HUB_PROBE_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """A published weight format: flag value, repo suffix, file name and bit layout."""
+
+    flag: str
+    repo_suffix: str
+    filename: str
+    # None: plain bf16 weights
+    bits: int | None
+    group_size: int | None
+    # storage cost, including the per-group scales and biases
+    bits_per_weight: float
+
+    @property
+    def quantize(self) -> tuple[int, int] | None:
+        """(bits, group_size) for the loader, or None for plain weights."""
+        return None if self.bits is None else (self.bits, self.group_size)
+
+
+QUANTIZATIONS = {
+    "4": Quantization("4", "q4", "model.q4.safetensors", 4, 32, 4 + 2 * 16 / 32),
+    "8": Quantization("8", "q8", "model.q8.safetensors", 8, 64, 8 + 2 * 16 / 64),
+    "bf16": Quantization("bf16", "bf16", "model.safetensors", None, None, 16),
+}
+
+
+def check_dtype(dtype: str) -> None:
+    """ConfigError unless `dtype` (a --dtype value) is one of DTYPE_BYTES."""
+    if dtype not in DTYPE_BYTES:
+        valid = ", ".join(DTYPE_BYTES)
+        raise ConfigError(f"--dtype {dtype} is not supported; use one of {valid}")
+
+
+def local_file(path: str | Path, flag: str) -> Path:
+    """`path` (with ~ expanded) if it is a file, else a WeightsError naming `flag`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{flag} {path}: file not found")
+    return path
 
 
 def load_safetensors(path: str | Path) -> dict[str, mx.array]:
@@ -27,7 +72,8 @@ def load_safetensors(path: str | Path) -> dict[str, mx.array]:
         raise WeightsError(f"{path}: expected a .safetensors file")
     try:
         return mx.load(str(path), format="safetensors")
-    except Exception as exc:  # mlx raises plain RuntimeError/ValueError for corrupt files
+    # mlx raises plain RuntimeError/ValueError for corrupt files
+    except Exception as exc:
         raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
@@ -38,7 +84,9 @@ def _first(keys: set[str]) -> str:
 
 
 def check_weights(
-    expected: dict[str, tuple[int, ...]], weights: dict[str, mx.array], source: str | Path
+    expected: dict[str, tuple[int, ...]],
+    weights: dict[str, mx.array],
+    source: str | Path,
 ) -> None:
     """Raise one WeightsError naming `source` and the first missing/unexpected/misshapen keys."""
     missing = expected.keys() - weights.keys()
@@ -49,20 +97,26 @@ def check_weights(
     if unexpected:
         problems.append(f"unexpected keys: {_first(unexpected)}")
     if problems:
-        raise WeightsError(f"{source}: does not match the model; " + "; ".join(problems))
+        raise WeightsError(
+            f"{source}: does not match the model; " + "; ".join(problems)
+        )
     bad = [
         f"{k} has shape {tuple(weights[k].shape)}, expected {expected[k]}"
         for k in sorted(expected)
         if tuple(weights[k].shape) != tuple(expected[k])
     ]
     if bad:
-        more = f" (+{len(bad) - MAX_KEYS_SHOWN} more)" if len(bad) > MAX_KEYS_SHOWN else ""
+        more = (
+            f" (+{len(bad) - MAX_KEYS_SHOWN} more)" if len(bad) > MAX_KEYS_SHOWN else ""
+        )
         raise WeightsError(
             f"{source}: shape mismatch: " + "; ".join(bad[:MAX_KEYS_SHOWN]) + more
         )
 
 
-def load_strict(model: nn.Module, weights: dict[str, mx.array], source: str | Path) -> None:
+def load_strict(
+    model: nn.Module, weights: dict[str, mx.array], source: str | Path
+) -> None:
     """Load `weights` into `model` after checking that keys and shapes match exactly."""
     expected = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
     check_weights(expected, weights, source)
@@ -113,6 +167,30 @@ def optional_hub_file(repo: str, filename: str, offline: bool = False) -> Path |
     try:
         return _download(repo, filename, hub_offline(offline))
     except EntryNotFoundError:  # LocalEntryNotFoundError too: not cached, not asked
+        return None
+
+
+def cached_hub_file(repo: str, filename: str) -> Path | None:
+    """The cached copy of a hub file (None if it is not downloaded); never asks the hub."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, filename)
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def hub_file_size(repo: str, filename: str, offline: bool = False) -> int | None:
+    """Bytes of a hub file as the hub reports them, without downloading it.
+
+    None offline, when the hub cannot be reached or does not say: the download
+    reports the problem.
+    """
+    if hub_offline(offline) or hub_connection_error() is not None:
+        return None
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+        return get_hf_file_metadata(hf_hub_url(repo, filename)).size
+    except Exception:  # no network: the download step says so
         return None
 
 

@@ -21,7 +21,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from moshi_mlx.app.engine import MoshiEngine, SamplingSettings, load_engine
+from moshi_mlx.app.engine import MoshiEngine, load_engine
+from moshi_mlx.lm import SamplingSettings
 from moshi_mlx.checkpoints import WeightRequest, resolve_checkpoint
 from moshi_mlx.mimi import MimiStream
 from moshi_mlx.stt import (

@@ -61,7 +61,9 @@ def test_whole_sequence_call_uses_sliding_window():
     for p in (0, 5, 11):
         mask = (pos <= p) & (pos > p - 4)
         want = attn_with_mask(x, attn, mx.array(mask[None, :]), p)
-        np.testing.assert_allclose(np.array(got[:, p : p + 1]), np.array(want), atol=1e-5)
+        np.testing.assert_allclose(
+            np.array(got[:, p : p + 1]), np.array(want), atol=1e-5
+        )
 
 
 def test_oversized_write_is_refused():

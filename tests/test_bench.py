@@ -12,14 +12,10 @@ from helpers import run_cli, tiny_request
 from moshi_mlx import accelerator
 from moshi_mlx.benchmark import DEFAULT_LEVELS, NAMED_LEVELS, metrics, parse_level
 from moshi_mlx.benchmark.levels import level_spec, quantize_for_level
-from moshi_mlx.benchmark.models import (
-    float_shapes,
-    keep_layers,
-    random_lm_weights,
-    read_lm_weights,
-)
+from moshi_mlx.benchmark.models import keep_layers, random_lm_weights
 from moshi_mlx.errors import ConfigError
 from moshi_mlx.lm import LmConfig
+from moshi_mlx.lm.loading import float_shapes, read_lm_weights
 
 ALL_LEVELS = [*DEFAULT_LEVELS, "mixed-bf16", "q5g32"]
 
@@ -286,8 +282,8 @@ def test_gpu_branch_keeps_bf16_scales(monkeypatch):
     """As on a GPU, a q8 level holds in memory what it stores (bf16 scales) and the
     note on the CPU's slow quantized matmul is left out; the CPU's float32 scales take
     more memory than the file."""
-    from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.benchmark import BenchOptions, run_benchmark
+    from moshi_mlx.lm import SamplingSettings
 
     request = tiny_request()
     options = BenchOptions(levels=("q8",), frames=3, warmup=0)

@@ -37,9 +37,9 @@ from helpers import (
     run_cli,
 )
 
-from moshi_mlx.app.engine import SamplingSettings
 from moshi_mlx.app.file_mode import process_frames, split_frames
 from moshi_mlx.app.recorder import JSON_NAME, TEXT_NAME, WAV_NAME
+from moshi_mlx.lm import SamplingSettings
 
 pytestmark = pytest.mark.audio
 

@@ -13,21 +13,22 @@ import pytest
 from helpers import RATE, fixture_request, run_cli, tiny_request
 
 from moshi_mlx.checkpoints import (
-    GB,
     MIMI_FILENAME,
-    QUANTIZATIONS,
     TOKENIZER_FILENAME,
-    CompanionModel,
-    MemoryEstimate,
     WeightRequest,
-    check_memory,
-    float32_plan,
     official_repo,
     quantization_for,
     resolve_checkpoint,
 )
 from moshi_mlx.errors import ConfigError, WeightsError
-from moshi_mlx.weights import hub_connection_error, hub_file
+from moshi_mlx.memory import (
+    GB,
+    CompanionModel,
+    MemoryEstimate,
+    check_memory,
+    float32_plan,
+)
+from moshi_mlx.weights import QUANTIZATIONS, hub_connection_error, hub_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -308,8 +309,8 @@ def test_chat_counts_the_user_transcript_before_loading(monkeypatch):
     """`chat --user-transcript`: the STT model's weights are in the memory check."""
     from moshi_mlx import checkpoints
     from moshi_mlx.app.chat import ChatOptions, run_chat
-    from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.audio import duplex
+    from moshi_mlx.lm import SamplingSettings
 
     monkeypatch.setattr(duplex, "DuplexAudio", lambda *args, **kwargs: None)
     monkeypatch.setattr(checkpoints, "available_memory", lambda: 15_000_000)

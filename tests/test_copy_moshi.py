@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from helpers import FRAME, RATE, load_tiny_engine
 
-from moshi_mlx.app.engine import SamplingSettings
 from moshi_mlx.benchmark import click_probe
 from moshi_mlx.benchmark.copy_moshi import write_copy_moshi
+from moshi_mlx.lm import SamplingSettings
 from moshi_mlx.lm.config import LmConfig
 
 

@@ -157,9 +157,9 @@ def test_chat_cancels_its_own_echo(echo_room: EchoRoom, tmp_path: Path) -> None:
     """`cli.py chat` (fixture Moshi) on the echo room: its voice comes back into its mic."""
     from helpers import START_TIMEOUT_S, App, load_tiny_engine
 
-    from moshi_mlx.app.engine import SamplingSettings
     from moshi_mlx.app.file_mode import process_frames, split_frames
     from moshi_mlx.app.recorder import JSON_NAME, PROCESSED_NAME, WAV_NAME
+    from moshi_mlx.lm import SamplingSettings
 
     user = speech_like(3.0, seed=2, f0=210.0)
     user_wav = write_wav(tmp_path / "user.wav", user)

@@ -30,11 +30,11 @@ from helpers import (
 from rich.console import Console
 
 from moshi_mlx.app import file_mode
-from moshi_mlx.app.engine import SamplingSettings
 from moshi_mlx.app.file_mode import process_frames, run_file, split_frames
 from moshi_mlx.app.loop import FrameLoop
 from moshi_mlx.audio.files import frames_of, read_audio_blocks, resample
 from moshi_mlx.errors import MoshiError
+from moshi_mlx.lm import SamplingSettings
 
 
 @pytest.fixture(scope="module")

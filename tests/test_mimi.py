@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from moshi_mlx.errors import ConfigError, WeightsError
-from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, load_mimi, sanitize
+from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream, open_mimi, sanitize
 from moshi_mlx.modules import linear
 
 ATOL = 1e-4  # fixture README: pcm and intermediates, float32
@@ -23,7 +23,7 @@ def small_config(mimi_fixtures) -> MimiConfig:
 
 @pytest.fixture(scope="module")
 def mimi(mimi_fixtures, small_config) -> Mimi:
-    return load_mimi(mimi_fixtures / "mimi_small.safetensors", small_config)
+    return open_mimi(mimi_fixtures / "mimi_small.safetensors", small_config)
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_missing_and_unexpected_keys_name_the_file(
     path = tmp_path / "broken.safetensors"
     mx.save_safetensors(str(path), weights)
     with pytest.raises(WeightsError) as err:
-        load_mimi(path, small_config)
+        open_mimi(path, small_config)
     message = str(err.value)
     assert str(path) in message
     assert "missing keys: decoder.model.14.conv.conv.bias" in message
@@ -212,14 +212,14 @@ def test_shape_mismatch_names_the_key(tmp_path, mimi_fixtures, small_config):
     with pytest.raises(
         WeightsError, match=r"shape mismatch: decoder\.model\.0\.conv\.conv\.weight"
     ):
-        load_mimi(path, small_config)
+        open_mimi(path, small_config)
 
 
 def test_non_safetensors_file_is_refused(tmp_path, small_config):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="not a readable safetensors"):
-        load_mimi(path, small_config)
+        open_mimi(path, small_config)
 
 
 # --- parity with the PyTorch reference ------------------------------------------------
@@ -277,7 +277,7 @@ def test_streaming_with_short_context_matches_reference(
         small_config,
         transformer=dataclasses.replace(small_config.transformer, context=16),
     )
-    mimi16 = load_mimi(mimi_fixtures / "mimi_small.safetensors", cfg)
+    mimi16 = open_mimi(mimi_fixtures / "mimi_small.safetensors", cfg)
     np.testing.assert_array_equal(
         _stream_encode(mimi16, ref["pcm"][:, 0]), ref["codes_ctx16"]
     )
@@ -295,7 +295,7 @@ def test_compiled_steps_equal_op_by_op_steps(mimi_fixtures, small_config, ref):
         small_config,
         transformer=dataclasses.replace(small_config.transformer, context=16),
     )
-    mimi16 = load_mimi(mimi_fixtures / "mimi_small.safetensors", cfg)
+    mimi16 = open_mimi(mimi_fixtures / "mimi_small.safetensors", cfg)
     pcm = ref["pcm"][:, 0]
     codes = _stream_encode(mimi16, pcm)
     audio = _stream_decode(mimi16, codes)
@@ -367,14 +367,14 @@ def test_codebook_count(mimi_fixtures, small_config, mimi, ref):
     all16 = np.array(mimi.encode(pcm, num_codebooks=16))
     assert all16.shape == (1, 16, 19)
     np.testing.assert_array_equal(all16[:, :8], ref["codes"])  # RVQ levels are nested
-    four = load_mimi(
+    four = open_mimi(
         mimi_fixtures / "mimi_small.safetensors", small_config, num_codebooks=4
     )
     assert four.num_codebooks == 4 and four.max_codebooks == 16
     np.testing.assert_array_equal(np.array(four.encode(pcm)), ref["codes"][:, :4])
     assert np.array(MimiStream(four).encode(pcm[:, :1920])).shape == (1, 4)
     with pytest.raises(ConfigError, match="1..16"):
-        load_mimi(
+        open_mimi(
             mimi_fixtures / "mimi_small.safetensors", small_config, num_codebooks=17
         )
     with pytest.raises(ConfigError, match="1..16"):
@@ -390,7 +390,7 @@ def test_codebook_count(mimi_fixtures, small_config, mimi, ref):
 )
 def test_reduced_precision(mimi_fixtures, small_config, ref, dtype, level0, snr_db):
     """Half precision: codes compared by match rate, audio by SNR (README: float32 bounds don't apply)."""
-    half = load_mimi(
+    half = open_mimi(
         mimi_fixtures / "mimi_small.safetensors", small_config, dtype=dtype
     )
     assert half.encoder.model[0].conv.conv.weight.dtype == dtype

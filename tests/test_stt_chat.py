@@ -49,8 +49,8 @@ def test_transcript_has_user_words_only_when_transcribed():
     assert transcript.to_text() == "[00:00.00] Hi there\n[00:02.88] Bye\n"
     transcript.user_words = []
     assert transcript.to_json()["user_words"] == []
-    for time, word in [(0.4, "hello"), (0.72, "Moshi"), (4.0, "ciao")]:
-        transcript.add_user_word(time, word)
+    for at, word in [(0.4, "hello"), (0.72, "Moshi"), (4.0, "ciao")]:
+        transcript.add_user_word(at, word)
     assert transcript.to_json()["user_words"] == [
         {"time": 0.4, "text": "hello"},
         {"time": 0.72, "text": "Moshi"},

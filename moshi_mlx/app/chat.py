@@ -14,13 +14,16 @@ from rich.live import Live
 
 from ..audio.devices import DeviceChoice
 from ..audio.stats import AudioStats
-from ..checkpoints import CompanionModel, WeightRequest, resolve_checkpoint
+from ..checkpoints import WeightRequest, resolve_checkpoint
 from ..errors import AudioError, MoshiError
+from ..lm.generate import DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
+from ..memory import CompanionModel
 from ..mimi import MimiConfig
 from ..stt.checkpoint import SttCheckpoint, SttRequest, resolve_stt_checkpoint
 from ..stt.live import LiveTranscriber, load_chat_stt, user_transcriber
 from ..words import format_time
-from .engine import MoshiEngine, SamplingSettings, load_engine
+from .engine import MoshiEngine, load_engine
 from .loop import FrameEvent, FrameLoop, FrameSource, LoopStopped, MicFilter
 from .recorder import Recorder
 from .signals import stop_on_signals
@@ -72,10 +75,12 @@ def run_chat(
     options: ChatOptions,
     console: Console | None = None,
     stt: SttRequest | None = None,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> None:
     """Talk with Moshi through the sound devices until Ctrl-C, `q` or an error.
 
-    With `stt`, the user's words are transcribed too (--user-transcript).
+    With `stt`, the user's words are transcribed too (--user-transcript);
+    `alignment`: when Moshi reads the user's frames (see `load_engine`).
     """
     from ..audio.duplex import DuplexAudio
 
@@ -88,7 +93,7 @@ def run_chat(
         input_device=options.devices.input,
         output_device=options.devices.output,
     )
-    engine, transcriber = _load_models(request, sampling, stt, console)
+    engine, transcriber = _load_models(request, sampling, alignment, stt, console)
     with audio:
         echo = None
         # a caller's own filter replaces echo cancellation
@@ -121,6 +126,7 @@ def run_chat(
 def _load_models(
     request: WeightRequest,
     sampling: SamplingSettings,
+    alignment: str,
     stt: SttRequest | None,
     console: Console,
 ) -> tuple[MoshiEngine, LiveTranscriber | None]:
@@ -138,7 +144,7 @@ def _load_models(
         if stt_checkpoint is not None:
             stt_model = load_chat_stt(stt_checkpoint, checkpoint.mimi_config)
         codebooks = stt_model.codebooks if stt_model is not None else None
-        engine = load_engine(checkpoint, sampling, mimi_codebooks=codebooks)
+        engine = load_engine(checkpoint, sampling, alignment, mimi_codebooks=codebooks)
         engine.warmup()
         if stt_model is None:
             return engine, None

@@ -12,26 +12,10 @@ import numpy as np
 from ..checkpoints import Checkpoint
 from ..errors import WeightsError
 from ..lm.generate import DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
 
-DEFAULT_SEED = 299792458  # Kyutai's MLX apps seed with this too
-WARMUP_FRAMES = 4  # enough for the delayed audio streams to reach Mimi's decoder
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How Moshi's tokens are drawn and when it hears the user (defaults: PyTorch's).
-
-    Temperature and top-k of text and audio tokens, the seed, and the user-stream
-    `alignment` of `LmGen` ("pytorch": each frame read in the step that receives
-    it; "mlx": one frame, 80 ms, later).
-    """
-
-    text_temperature: float = 0.7
-    text_top_k: int = 25
-    audio_temperature: float = 0.8
-    audio_top_k: int = 250
-    seed: int = DEFAULT_SEED
-    alignment: str = DEFAULT_ALIGNMENT
+# enough for the delayed audio streams to reach Mimi's decoder
+WARMUP_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -130,24 +114,26 @@ class MoshiEngine:
 def load_engine(
     checkpoint: Checkpoint,
     sampling: SamplingSettings,
+    alignment: str = DEFAULT_ALIGNMENT,
     mimi_codebooks: int | None = None,
 ) -> MoshiEngine:
     """Load Mimi, the LM and the tokenizer named by `checkpoint`.
 
+    `alignment`: when Moshi reads the user's frames (see `LmGen`: "pytorch" in the
+    step that receives each, "mlx" one frame, 80 ms, later).
     `mimi_codebooks`: encode this many codebooks of each mic frame when it is more
     than Moshi reads (for a user transcriber); Moshi still reads its own first ones.
     """
-    from ..lm import LmConfig, LmGen, Sampler, load_lm
+    from ..lm import LmConfig, LmGen, load_lm
     from ..lm.float32 import promote
     from ..lm.loading import quantization_of
-    from ..mimi import MimiConfig, MimiStream, load_mimi
+    from ..mimi import MimiStream, open_mimi
     from ..text import Tokenizer
 
     lm_config = LmConfig.from_json_or_moshi_7b(checkpoint.lm_config)
-    mimi_config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
-    mimi = load_mimi(
+    mimi = open_mimi(
         checkpoint.mimi_weight,
-        config=mimi_config,
+        checkpoint.mimi_config,
         num_codebooks=max(lm_config.user_codebooks, mimi_codebooks or 0),
     )
     quant = checkpoint.quantization
@@ -157,7 +143,6 @@ def load_engine(
         dtype=getattr(mx, checkpoint.dtype),
         quantize=quant.quantize if quant else None,
     )
-    mx.eval(model.parameters())  # materialise on this thread (see MoshiEngine.reset)
     stored = quantization_of(model)
     if quant is not None and quant.bits is None and stored != "not quantized":
         raise WeightsError(
@@ -167,12 +152,9 @@ def load_engine(
     promote(model, checkpoint.float32_parts)
     tokenizer = Tokenizer(checkpoint.tokenizer)
 
+    text_sampler, audio_sampler = sampling.samplers()
     gen = LmGen(
-        model,
-        text_sampler=Sampler(sampling.text_temperature, sampling.text_top_k),
-        audio_sampler=Sampler(sampling.audio_temperature, sampling.audio_top_k),
-        seed=sampling.seed,
-        alignment=sampling.alignment,
+        model, text_sampler, audio_sampler, seed=sampling.seed, alignment=alignment
     )
     return MoshiEngine(
         MimiStream(mimi),

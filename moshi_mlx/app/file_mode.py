@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..audio.files import audio_length, frames_of, open_audio_writer, read_audio_blocks
 from ..checkpoints import WeightRequest, resolve_checkpoint
 from ..errors import AudioError, ConfigError, MoshiError
-from .engine import MoshiEngine, SamplingSettings, StepResult, load_engine
+from ..lm.generate import DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
+from .engine import MoshiEngine, StepResult, load_engine
 from .recorder import FLUSH_SECONDS, reason
 from .signals import stop_on_signals
 from .transcript import Transcript, TranscriptLog, finish_transcript, log_path_for
@@ -46,10 +47,23 @@ class FileResult:
 class FileRun:
     """What `run_file` did."""
 
-    frames: int  # frames answered and written
-    audio_seconds: float  # their length
-    seconds: float  # processing wall time
-    complete: bool  # False: stopped early; the files hold the answer so far
+    # frames answered and written
+    frames: int
+    # their length
+    audio_seconds: float
+    # processing wall time
+    seconds: float
+    # False: stopped early; the files hold the answer so far
+    complete: bool
+    # frames of the whole recording
+    total_frames: int
+    # the files written, e.g. "out.wav and answer.json"
+    outputs: str
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing time over audio time."""
+        return self.seconds / max(self.audio_seconds, 1e-9)
 
 
 def split_frames(pcm: np.ndarray, frame_size: int) -> np.ndarray:
@@ -184,20 +198,26 @@ def run_file(
     stereo: bool = False,
     transcript_path: Path | None = None,
     console: Console | None = None,
+    alignment: str = DEFAULT_ALIGNMENT,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FileRun:
     """Answer the recording `input_path`; write Moshi's audio (and the transcript).
 
+    `alignment`: when Moshi reads the user's frames (see `load_engine`);
+    `console` shows the model loading; `progress(done, total)` is called before
+    the first frame and after each.
     Ctrl-C (once), SIGTERM or SIGHUP stop early with the answer so far written
     (`complete` False); a crash of the model also keeps it and raises a MoshiError.
     """
     console = console or Console()
-    if not input_path.is_file():  # fail before the slow model loading
+    # fail before the slow model loading
+    if not input_path.is_file():
         raise AudioError(f"audio file not found: {input_path}")
     if transcript_path is not None and log_path_for(transcript_path) == transcript_path:
         raise ConfigError(f"--transcript {transcript_path}: name it .json")
     checkpoint = resolve_checkpoint(request)
     with console.status("loading Moshi…"):
-        engine = load_engine(checkpoint, sampling)
+        engine = load_engine(checkpoint, sampling, alignment)
     # opening it reports an unreadable input before any output exists
     total = -(-audio_length(input_path, engine.sample_rate) // engine.frame_size)
     blocks = read_audio_blocks(input_path, engine.sample_rate)
@@ -207,45 +227,41 @@ def run_file(
     stopped = False
     crash: str | None = None
     start = time.perf_counter()
+    if progress is not None:
+        progress(0, total)
     try:
-        with stop_on_signals(stop), _progress(console) as progress:
-            task = progress.add_task(f"Moshi on {input_path.name}", total=total)
+        with stop_on_signals(stop):
             for frame, result in answer_frames(engine, frames):
                 writer.add(frame, result)
-                progress.advance(task)
+                if progress is not None:
+                    progress(writer.frames, total)
                 if stop.is_set():
                     stopped = True
                     break
     except MoshiError:
         raise
-    except KeyboardInterrupt:  # a second Ctrl-C
+    # a second Ctrl-C
+    except KeyboardInterrupt:
         stopped = True
-    except Exception as exc:  # the model failed: keep the answer so far
+    # the model failed: keep the answer so far
+    except Exception as exc:
         crash = f"{type(exc).__name__}: {exc}".strip()
     finally:
         writer.close()
     seconds = time.perf_counter() - start
     run = FileRun(
-        writer.frames, writer.frames * engine.frame_seconds, seconds, not stopped
+        writer.frames,
+        writer.frames * engine.frame_seconds,
+        seconds,
+        not stopped,
+        total,
+        _outputs(writer),
     )
-    kept = f"the answer so far is in {_outputs(writer)}"
     if crash is not None:
-        raise MoshiError(f"Moshi stopped after {run.frames} frames: {crash}; {kept}")
-    if not run.complete:
-        console.print(
-            f"stopped after {run.frames} of {total} frames ({run.audio_seconds:.1f} s):"
-            f" {kept}",
-            highlight=False,
-            soft_wrap=True,
+        raise MoshiError(
+            f"Moshi stopped after {run.frames} frames: {crash}; the answer so far "
+            f"is in {run.outputs}"
         )
-        return run
-    rtf = run.seconds / max(run.audio_seconds, 1e-9)
-    console.print(
-        f"{run.frames} frames ({run.audio_seconds:.1f} s) in {run.seconds:.1f} s "
-        f"(real-time factor {rtf:.2f}) → {output_path}",
-        highlight=False,
-        soft_wrap=True,
-    )
     return run
 
 
@@ -253,13 +269,3 @@ def _outputs(writer: AnswerWriter) -> str:
     if writer.transcript is None:
         return str(writer.output)
     return f"{writer.output} and {writer.transcript}"
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
-        TimeRemainingColumn(),
-        console=console,
-    )

@@ -28,6 +28,7 @@ import numpy as np
 from ..audio.cushion import cushion_target
 from ..audio.devices import DeviceChoice
 from ..errors import AudioError
+from ..lm.generate import DEFAULT_ALIGNMENT
 from .engine import StepResult
 
 PROBE_EVERY = 16  # frames between probes (1.28 s at Mimi's 80 ms)
@@ -248,7 +249,9 @@ def breakdown(
     }
 
 
-def measure(request, sampling, options: LatencyOptions) -> dict:
+def measure(
+    request, sampling, options: LatencyOptions, alignment: str = DEFAULT_ALIGNMENT
+) -> dict:
     """Measure the audio path, and (unless `request` is None) the model's steps."""
     from ..checkpoints import resolve_checkpoint
     from ..lm.config import LmConfig
@@ -260,13 +263,13 @@ def measure(request, sampling, options: LatencyOptions) -> dict:
         None if request is None else request.mimi_config
     )
     if request is not None:
-        engine = load_engine(resolve_checkpoint(request), sampling)
+        engine = load_engine(resolve_checkpoint(request), sampling, alignment)
         step_s = time_model_steps(engine)
         answer_delay = engine.answer_delay_frames
     else:  # Moshi 7B's delays with the chosen alignment
         cfg = LmConfig.moshi_7b()
         acoustic = max(cfg.audio_delays[: cfg.dep_q])
-        answer_delay = acoustic + (1 if sampling.alignment == "mlx" else 0)
+        answer_delay = acoustic + (1 if alignment == "mlx" else 0)
     path = run_audio_path(options, mimi_config.sample_rate, mimi_config.frame_size)
     frame_s = mimi_config.frame_size / mimi_config.sample_rate
     return breakdown(path, step_s, answer_delay, frame_s)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..app.engine import SamplingSettings
 from ..checkpoints import WeightRequest
+from ..lm.generate import DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
 from .levels import DEFAULT_LEVELS, NAMED_LEVELS, Level, parse_level
 from .report import RichProgress, print_report, write_json, write_plot
 from .run import run_benchmark
@@ -32,10 +33,11 @@ def bench(
     options: BenchOptions,
     json_path: Path | None = None,
     plot_path: Path | None = None,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> dict:
     """Run with progress bars, print the tables, write the JSON and the chart."""
     with RichProgress() as progress:
-        results = run_benchmark(request, sampling, options, progress)
+        results = run_benchmark(request, sampling, options, progress, alignment)
     print_report(results)
     if json_path is not None:
         write_json(json_path, results)

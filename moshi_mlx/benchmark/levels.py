@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from ..checkpoints import QUANTIZATIONS
 from ..errors import ConfigError, MoshiError
 from ..quantization import QuantSpec, check_bits_group, quantize_weights
+from ..weights import QUANTIZATIONS
 
 BitsGroup = tuple[int, int]
 TEMPORAL_PREFIX = "transformer."

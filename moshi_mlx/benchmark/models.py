@@ -21,15 +21,8 @@ from mlx.utils import tree_flatten
 
 from ..errors import WeightsError
 from ..lm import DEFAULT_ALIGNMENT, Lm, LmConfig, LmGen
-from ..lm.loading import is_pytorch_naming, pytorch_to_mlx, sanitize
-from ..mimi import Mimi, MimiConfig, load_mimi
-from ..quantization import (
-    cast_parameters,
-    describe,
-    infer_quantization,
-    quantize_layers,
-)
-from ..weights import load_safetensors, load_strict
+from ..lm.loading import float_shapes, lm_from_weights, read_lm_weights
+from ..quantization import describe, infer_quantization
 from .levels import Level, level_spec, quantize_for_level
 
 _TEMPORAL_LAYER = re.compile(r"transformer\.layers\.(\d+)\.")
@@ -43,19 +36,6 @@ def keep_layers(weights: dict[str, mx.array], num_layers: int) -> dict[str, mx.a
         for k, v in weights.items()
         if not (m := _TEMPORAL_LAYER.match(k)) or int(m[1]) < num_layers
     }
-
-
-def read_lm_weights(path: Path) -> dict[str, mx.array]:
-    """An LM checkpoint (either naming) as lazy MLX-named arrays."""
-    weights = load_safetensors(path)
-    if is_pytorch_naming(weights):
-        weights = pytorch_to_mlx(weights, path)
-    return sanitize(weights)
-
-
-def float_shapes(cfg: LmConfig) -> dict[str, tuple[int, ...]]:
-    """Unquantized parameter shapes of the LM of `cfg` (nothing is computed)."""
-    return {k: tuple(v.shape) for k, v in tree_flatten(Lm(cfg).parameters())}
 
 
 def random_lm_weights(cfg: LmConfig, seed: int) -> dict[str, mx.array]:
@@ -82,10 +62,10 @@ class LmSource:
     config: LmConfig
     full_layers: int
     description: str
-    float_weights: Callable[
-        [], dict[str, mx.array]
-    ]  # lazy, MLX naming, already truncated
-    published: dict[str, Path] = field(default_factory=dict)  # --quantized flag -> file
+    # lazy, MLX naming, already truncated
+    float_weights: Callable[[], dict[str, mx.array]]
+    # --quantized flag -> file
+    published: dict[str, Path] = field(default_factory=dict)
 
     @property
     def truncated(self) -> bool:
@@ -127,15 +107,16 @@ class BuiltLm:
     """A level's model and where its weights came from."""
 
     model: Lm
-    disk_bytes: int  # bytes of the stored tensors (what the level's file holds)
-    layer_disk_bytes: int  # the part of disk_bytes of one temporal layer
+    # bytes of the stored tensors (what the level's file holds)
+    disk_bytes: int
+    # the part of disk_bytes of one temporal layer
+    layer_disk_bytes: int
     origin: str
 
 
 def build_lm(source: LmSource, level: Level, dtype: mx.Dtype) -> BuiltLm:
     """Build the LM at `level`, evaluating its parameters one tensor at a time."""
     cfg = source.config
-    model = Lm(cfg)  # lazy parameters: replaced before anything is computed
     shapes = float_shapes(cfg)
     expected = level_spec(level, shapes)
     published = source.published.get(level.published or "")
@@ -156,13 +137,7 @@ def build_lm(source: LmSource, level: Level, dtype: mx.Dtype) -> BuiltLm:
         raise WeightsError(f"{name} is {describe(spec)}, not level {level.name!r}")
     disk_bytes = sum(v.nbytes for v in weights.values())
     layer_disk = sum(v.nbytes for k, v in weights.items() if k.startswith(FIRST_LAYER))
-    quantize_layers(model, spec)
-    load_strict(model, weights, name)
-    del weights
-    cast_parameters(model, dtype)
-    model.eval()
-    for _, value in tree_flatten(model.parameters()):
-        mx.eval(value)
+    model = lm_from_weights(cfg, weights, name, dtype)
     return BuiltLm(model, disk_bytes, layer_disk, origin)
 
 
@@ -176,18 +151,6 @@ def layer_bytes(model: Lm) -> int:
     return sum(
         v.nbytes for _, v in tree_flatten(model.transformer.layers[0].parameters())
     )
-
-
-def open_mimi(
-    weight: Path | None, config: MimiConfig, num_codebooks: int, seed: int
-) -> tuple[Mimi, str]:
-    """Mimi from a checkpoint, or with seeded random weights, and its description."""
-    if weight is not None:
-        return load_mimi(weight, config, num_codebooks), str(weight)
-    mx.random.seed(seed)
-    mimi = Mimi(config, num_codebooks)
-    mx.eval(mimi.parameters())
-    return mimi, f"random weights (seed {seed})"
 
 
 Pick = Callable[[mx.array, mx.array], mx.array]

@@ -20,20 +20,19 @@ import mlx.core as mx
 import numpy as np
 
 from .. import accelerator
-from ..app.engine import SamplingSettings
 from ..checkpoints import WeightRequest
 from ..errors import ConfigError
-from ..lm import Lm, LmConfig, LmGen, Sampler
-from ..mimi import Mimi
+from ..lm import DEFAULT_ALIGNMENT, Lm, LmConfig, LmGen, SamplingSettings
+from ..lm.loading import float_shapes
+from ..mimi import Mimi, open_mimi
 from ..mimi.transcode import transcode
+from ..weights import check_dtype
 from . import measure, metrics
 from .levels import Level, level_spec, parse_level
 from .models import (
     LmSource,
     build_lm,
-    float_shapes,
     layer_bytes,
-    open_mimi,
     parameter_bytes,
     record_run,
     replay,
@@ -105,18 +104,12 @@ class Reference:
     audio_logits: np.ndarray  # (F, dep_q, card)
 
 
-def _samplers(sampling: SamplingSettings) -> tuple[Sampler, Sampler]:
-    return (
-        Sampler(sampling.text_temperature, sampling.text_top_k),
-        Sampler(sampling.audio_temperature, sampling.audio_top_k),
-    )
-
-
 def reference_run(
     source: LmSource,
     dtype: mx.Dtype,
     user_codes: np.ndarray,
     sampling: SamplingSettings,
+    alignment: str,
     progress: Progress,
 ) -> Reference:
     """Let the float model answer the clip with the sampling settings; record logits."""
@@ -124,9 +117,9 @@ def reference_run(
     text, audio = record_run(
         model,
         user_codes,
-        *_samplers(sampling),
+        *sampling.samplers(),
         seed=sampling.seed,
-        alignment=sampling.alignment,
+        alignment=alignment,
         on_frame=lambda done, total: progress.frames("reference (float)", done, total),
     )
     dep_q = source.config.dep_q
@@ -142,13 +135,12 @@ def time_lm_steps(
     model: Lm,
     user_codes: np.ndarray,
     sampling: SamplingSettings,
+    alignment: str,
     warmup: int,
     progress: Progress,
 ) -> np.ndarray:
     """ms of each free-running LmGen step (temporal, text head, depformer)."""
-    gen = LmGen(
-        model, *_samplers(sampling), seed=sampling.seed, alignment=sampling.alignment
-    )
+    gen = LmGen(model, *sampling.samplers(), seed=sampling.seed, alignment=alignment)
     for codes in user_codes[:warmup]:
         gen.step(mx.array(codes))
         mx.synchronize()
@@ -202,6 +194,7 @@ def measure_level(
     user_codes: np.ndarray,
     reference: Reference,
     sampling: SamplingSettings,
+    alignment: str,
     warmup: int,
     progress: Progress,
 ) -> dict:
@@ -212,7 +205,7 @@ def measure_level(
     built = build_lm(source, level, dtype)
     load_s = time.perf_counter() - start
     model = built.model
-    steps = time_lm_steps(model, user_codes, sampling, warmup, progress)
+    steps = time_lm_steps(model, user_codes, sampling, alignment, warmup, progress)
     per_layer = (
         time_temporal_layers(model, len(user_codes), warmup) / model.cfg.num_layers
     )
@@ -221,7 +214,7 @@ def measure_level(
         user_codes,
         replay(reference.text_tokens),
         replay(reference.audio_tokens),
-        alignment=sampling.alignment,
+        alignment=alignment,
         on_frame=lambda done, total: progress.frames(
             "teacher-forced replay", done, total
         ),
@@ -235,7 +228,8 @@ def measure_level(
         "peak_memory_bytes": mx.get_peak_memory(),
         "load_s": load_s,
         "lm_step": measure.frame_timing(steps),
-        "temporal_layer": {  # one temporal transformer layer
+        # one temporal transformer layer
+        "temporal_layer": {
             **measure.timing(per_layer),
             "disk_bytes": built.layer_disk_bytes,
             "memory_bytes": layer_bytes(model),
@@ -275,15 +269,15 @@ def run_benchmark(
     sampling: SamplingSettings,
     options: BenchOptions,
     progress: Progress | None = None,
+    alignment: str = DEFAULT_ALIGNMENT,
 ) -> dict:
-    """Measure every level of `options`; returns the JSON-ready results."""
+    """Measure every level of `options`; returns the JSON-ready results.
+
+    `alignment`: when the LM reads the user's frames (see `LmGen`).
+    """
     progress = progress or _Silent()
     levels = list(dict.fromkeys(parse_level(name) for name in options.levels))
-    if request.dtype not in ("bfloat16", "float16", "float32"):
-        raise ConfigError(
-            f"--dtype {request.dtype} is not supported; use bfloat16, float16 or "
-            "float32"
-        )
+    check_dtype(request.dtype)
     sources = resolve_sources(request, options, levels)
     source, cfg = sources.lm, sources.lm.config
     shapes = float_shapes(cfg)
@@ -291,12 +285,16 @@ def run_benchmark(
         level_spec(level, shapes)  # refuse a level that cannot be built before any work
     dtype = getattr(mx, request.dtype)
 
-    mimi, mimi_origin = open_mimi(
+    mimi = open_mimi(
         sources.mimi_weight,
         sources.mimi_config,
         cfg.user_codebooks,
-        options.weight_seed,
+        seed=options.weight_seed,
     )
+    if sources.mimi_weight is None:
+        mimi_origin = f"random weights (seed {options.weight_seed})"
+    else:
+        mimi_origin = str(sources.mimi_weight)
     if mimi.config.quantizer.bins != cfg.card:
         raise ConfigError(
             f"Mimi has {mimi.config.quantizer.bins} codes per codebook but the LM "
@@ -309,7 +307,7 @@ def run_benchmark(
     del mimi
     _free()
 
-    reference = reference_run(source, dtype, user_codes, sampling, progress)
+    reference = reference_run(source, dtype, user_codes, sampling, alignment, progress)
     _free()
     results = []
     for i, level in enumerate(levels):
@@ -322,6 +320,7 @@ def run_benchmark(
                 user_codes,
                 reference,
                 sampling,
+                alignment,
                 options.warmup,
                 progress,
             )
@@ -350,7 +349,7 @@ def run_benchmark(
         "clip": clip,
         "frames": len(user_codes),
         "looped": looped,
-        "sampling": dataclasses.asdict(sampling),
+        "sampling": {**dataclasses.asdict(sampling), "alignment": alignment},
         "mimi": mimi_result,
         "levels": results,
         "notes": notes(sources, cfg, looped),

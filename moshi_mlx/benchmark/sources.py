@@ -11,17 +11,14 @@ import mlx.core as mx
 import numpy as np
 
 from ..audio.files import read_audio, resample
-from ..checkpoints import (
-    WeightRequest,
-    available_memory,
-    official_mimi_file,
-    resolve_checkpoint,
-)
+from ..checkpoints import WeightRequest, official_mimi_file, resolve_checkpoint
 from ..errors import AudioError, ConfigError, WeightsError
 from ..lm import LmConfig
+from ..lm.loading import float_shapes
 from ..mimi import MimiConfig
+from ..system_memory import available_memory
 from .levels import DEFAULT_LEVELS, Level
-from .models import LmSource, checkpoint_source, float_shapes, random_source
+from .models import LmSource, checkpoint_source, random_source
 
 DEFAULT_MAX_FRAMES = 50  # 4 s of the clip when --frames is not given
 CLIP_KEY = "pcm"  # the speech tensor of the Mimi fixture file

@@ -6,16 +6,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..app.engine import SamplingSettings
-from ..checkpoints import (
-    DEFAULT_QUANTIZED,
-    DEFAULT_VOICE,
-    DTYPE_BYTES,
-    QUANTIZATIONS,
-    VOICES,
-    WeightRequest,
-)
+from ..checkpoints import DEFAULT_QUANTIZED, DEFAULT_VOICE, VOICES, WeightRequest
 from ..lm.generate import ALIGNMENTS, DEFAULT_ALIGNMENT
+from ..lm.sampling import SamplingSettings
+from ..weights import DTYPE_BYTES, QUANTIZATIONS
 
 if TYPE_CHECKING:
     from ..audio.devices import DeviceChoice
@@ -193,12 +187,11 @@ def weight_request(args: argparse.Namespace) -> WeightRequest:
 
 
 def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
-    """The SamplingSettings described by the sampling flags and --alignment."""
+    """The SamplingSettings described by the sampling flags."""
     return SamplingSettings(
         text_temperature=args.text_temperature,
         text_top_k=args.text_top_k,
         audio_temperature=args.audio_temperature,
         audio_top_k=args.audio_top_k,
         seed=args.seed,
-        alignment=args.alignment,
     )

@@ -100,5 +100,12 @@ def run(args: argparse.Namespace) -> int:
         weight_seed=args.weight_seed,
         official=args.official,
     )
-    bench(weight_request(args), sampling_settings(args), options, args.json, args.plot)
+    bench(
+        weight_request(args),
+        sampling_settings(args),
+        options,
+        args.json,
+        args.plot,
+        alignment=args.alignment,
+    )
     return 0

@@ -84,5 +84,11 @@ def run(args: argparse.Namespace) -> int:
         record_processed=args.record_processed,
     )
     stt = stt_request(args, with_mimi_flags=False) if args.user_transcript else None
-    run_chat(weight_request(args), sampling_settings(args), options, stt=stt)
+    run_chat(
+        weight_request(args),
+        sampling_settings(args),
+        options,
+        stt=stt,
+        alignment=args.alignment,
+    )
     return 0

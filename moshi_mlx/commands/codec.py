@@ -55,8 +55,8 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the round trip with a progress bar, then print frames, bitrate and timings."""
+    from ..app.transcode import transcode_file
     from ..blas import missing_hint
-    from ..mimi.transcode import transcode_file
 
     with progress_bar("Mimi encode + decode") as on_frame:
         result = transcode_file(

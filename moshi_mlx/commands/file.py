@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._options import add_moshi_options, sampling_settings, weight_request
+from ._progress import FramesBar
 
 
 def register(subparsers) -> None:
@@ -29,14 +30,33 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Process the whole file (130 when stopped early by a signal)."""
+    from rich.console import Console
+
     from ..app.file_mode import run_file
 
-    result = run_file(
-        weight_request(args),
-        sampling_settings(args),
-        args.input,
-        args.output,
-        stereo=args.stereo,
-        transcript_path=args.transcript,
-    )
-    return 0 if result.complete else 130
+    console = Console()
+    bar = FramesBar(f"Moshi on {args.input.name}", console, transient=False)
+    with bar:
+        run = run_file(
+            weight_request(args),
+            sampling_settings(args),
+            args.input,
+            args.output,
+            stereo=args.stereo,
+            transcript_path=args.transcript,
+            console=console,
+            alignment=args.alignment,
+            progress=bar.update,
+        )
+    if run.complete:
+        summary = (
+            f"{run.frames} frames ({run.audio_seconds:.1f} s) in {run.seconds:.1f} s "
+            f"(real-time factor {run.real_time_factor:.2f}) → {args.output}"
+        )
+    else:
+        summary = (
+            f"stopped after {run.frames} of {run.total_frames} frames "
+            f"({run.audio_seconds:.1f} s): the answer so far is in {run.outputs}"
+        )
+    console.print(summary, highlight=False, soft_wrap=True)
+    return 0 if run.complete else 130

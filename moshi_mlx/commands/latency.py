@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--seconds must be at least 3 (the first probe is at 1.3 s)")
     options = LatencyOptions(device_choice(args), args.seconds, args.acoustic)
     request = None if args.audio_only else weight_request(args)
-    result = measure(request, sampling_settings(args), options)
+    result = measure(request, sampling_settings(args), options, args.alignment)
     print_report(result)
     if args.json is not None:
         write_json(args.json, {"latency": result})

@@ -6,7 +6,11 @@ import argparse
 from pathlib import Path
 
 from ._options import add_dtype_option, add_mimi_options, add_offline_option
+from ._progress import FramesBar
 from ._stt_options import add_stt_options, stt_request
+
+# latest words shown beside the progress bar
+PROGRESS_WORDS = 6
 
 
 def register(subparsers) -> None:
@@ -39,11 +43,20 @@ def run(args: argparse.Namespace) -> int:
     """Transcribe the file, print the timed lines, and say how long it took."""
     from rich.console import Console
 
-    from ..stt.file import print_transcript, transcribe_file
+    from ..app.transcribe import print_transcript, transcribe_file
 
     status = Console(stderr=True)
     request = stt_request(args, with_mimi_flags=True)
-    result = transcribe_file(request, args.input, args.json, status)
+    bar = FramesBar(f"transcribing {args.input.name}", status, text=True)
+    recent: list[str] = []
+
+    def on_step(step, total: int) -> None:
+        recent.extend(w.text for w in step.words)
+        del recent[:-PROGRESS_WORDS]
+        bar.update(step.frame + 1, total, " ".join(recent))
+
+    with bar:
+        result = transcribe_file(request, args.input, args.json, status, on_step)
     print_transcript(result, Console(soft_wrap=True))
     saved = f" → {args.json}" if args.json else ""
     status.print(

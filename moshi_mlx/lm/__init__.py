@@ -4,7 +4,7 @@ from .config import LmConfig, SttConfig
 from .generate import ALIGNMENTS, DEFAULT_ALIGNMENT, FrameOut, LmGen
 from .loading import load_lm, pytorch_to_mlx
 from .model import Lm
-from .sampling import Sampler
+from .sampling import Sampler, SamplingSettings
 
 __all__ = [
     "ALIGNMENTS",
@@ -14,6 +14,7 @@ __all__ = [
     "LmConfig",
     "LmGen",
     "Sampler",
+    "SamplingSettings",
     "SttConfig",
     "load_lm",
     "pytorch_to_mlx",

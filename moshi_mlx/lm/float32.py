@@ -7,7 +7,7 @@ spends far less time in a part whose weights are float32, although they are
 twice as large as bf16. The whole 7B model in float32 (29 GB) does not fit a
 24 GB machine; its depformer (~0.7 G parameters in Linear layers, ~12% of a bf16
 frame), text head (4096 x 32000) and some temporal layers do, when memory
-allows. `checkpoints.float32_plan` picks the parts that fit, in the order of
+allows. `memory.float32_plan` picks the parts that fit, in the order of
 `part_parameters` (most time saved per byte first), and counts their bytes;
 `promote` converts them after loading: their Linear layers become dense float32
 (dequantized if the file is quantized) and they compute in float32 (a promoted

@@ -54,13 +54,19 @@ def attention_window(context: int, alignment: str) -> int:
 class FrameOut:
     """What one step produced. `text_token` is read from the device on first access."""
 
-    text: mx.array  # (1,) int32, on the device
-    audio_codes: mx.array | None  # (dep_q,) int32: Moshi's newly complete frame
+    # (1,) int32, on the device
+    text: mx.array
+    # (dep_q,) int32: Moshi's newly complete frame
+    audio_codes: mx.array | None
     _token: int | None = field(default=None, repr=False)
 
     @property
     def text_token(self) -> int:
-        """The text token of this step (the one host synchronisation of a frame)."""
+        """The text token of this step, read from the device on first access.
+
+        Cheap once the step is evaluated (the app's one `mx.eval` of a frame is
+        its wait for the device); before that, reading it waits for the step.
+        """
         if self._token is None:
             self._token = int(self.text.item())
         return self._token
@@ -104,9 +110,8 @@ class LmGen:
         own_delays = np.array(cfg.audio_delays[: cfg.dep_q], dtype=np.int64)
         user_delays = np.array(cfg.audio_delays[cfg.dep_q :], dtype=np.int64)
         self._own_delays, self._user_delays = own_delays, user_delays
-        self._out_delay = int(
-            own_delays.max(initial=0)
-        )  # Moshi's frame t - D ends at t
+        # Moshi's frame t - D ends at t
+        self._out_delay = int(own_delays.max(initial=0))
         self._out_rows = mx.array(self._out_delay - own_delays)
         self._user_rows = mx.array(user_delays)
         self._user_cols = mx.arange(cfg.user_codebooks)

@@ -87,6 +87,71 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     return {k: v for k, v in weights.items() if not k.startswith("extra_heads.")}
 
 
+def read_lm_weights(path: str | Path) -> dict[str, mx.array]:
+    """An LM checkpoint (either naming) as lazy MLX-named arrays, unused ones dropped."""
+    weights = load_safetensors(path)
+    if is_pytorch_naming(weights):
+        weights = pytorch_to_mlx(weights, path)
+    return sanitize(weights)
+
+
+def float_shapes(config: LmConfig) -> dict[str, tuple[int, ...]]:
+    """Unquantized parameter shapes of the LM of `config` (nothing is computed)."""
+    return _shapes(Lm(config))
+
+
+def _shapes(model: Lm) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
+
+
+def lm_from_weights(
+    config: LmConfig,
+    weights: dict[str, mx.array],
+    source: str | Path,
+    dtype: mx.Dtype = mx.bfloat16,
+    quantize: tuple[int, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Lm:
+    """Build the LM of `config` holding `weights` (MLX naming, lazy arrays).
+
+    Their quantization is read from the tensor shapes. `quantize=(bits, group)`
+    quantizes float weights on load; for already-quantized ones it must match
+    them (WeightsError otherwise). `dtype` is the compute dtype, independent of
+    quantization. `weights` is emptied (the model then holds the only reference
+    to each tensor, freed once read); the parameters are evaluated one at a time,
+    so any thread may step the model, calling `progress(done, total)` after each.
+    `source` names the weights in errors.
+    """
+    # parameters are lazy: never computed, replaced below
+    model = Lm(config)
+    shapes = _shapes(model)
+    spec = infer_quantization(weights, shapes, source)
+    if quantize is not None:
+        check_bits_group(*quantize)
+        if spec and set(spec.values()) != {tuple(quantize)}:
+            raise WeightsError(
+                f"{source} is already quantized ({describe(spec)}), not "
+                f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
+                "pass the matching bits"
+            )
+        if not spec:
+            quantized = quantize_weights(weights, *quantize)
+            weights.clear()
+            weights = quantized
+            spec = infer_quantization(weights, shapes, source)
+    quantize_layers(model, spec)
+    load_strict(model, weights, source)
+    weights.clear()
+    cast_parameters(model, dtype)
+    params = tree_flatten(model.parameters())
+    for done, (_, value) in enumerate(params, start=1):
+        mx.eval(value)
+        if progress:
+            progress(done, len(params))
+    model.eval()
+    return model
+
+
 def load_lm(
     weight_path: str | Path,
     config: LmConfig | None = None,
@@ -96,45 +161,14 @@ def load_lm(
 ) -> Lm:
     """Build the LM of `config` (default Moshi 7B) and load a checkpoint into it.
 
-    The file may be MLX- or PyTorch-named, bf16 or quantized; its quantization is
-    read from the tensor shapes. `quantize=(bits, group)` quantizes a float file
-    on load; for an already-quantized file it must match the file (WeightsError
-    otherwise). `dtype` is the compute dtype, independent of quantization.
-    Tensors are read one at a time (bounded extra memory); `progress(done, total)`
-    is called after each.
+    The file may be MLX- or PyTorch-named, bf16 or quantized; see `lm_from_weights`
+    for `dtype`, `quantize` and `progress`. Tensors are read one at a time
+    (bounded extra memory).
     """
-    config = config or LmConfig.moshi_7b()
-    weights = load_safetensors(weight_path)
-    if is_pytorch_naming(weights):
-        weights = pytorch_to_mlx(weights, weight_path)
-    weights = sanitize(weights)
-    model = Lm(config)  # parameters are lazy: never computed, replaced below
-    float_shapes = {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())}
-    spec = infer_quantization(weights, float_shapes, weight_path)
-    if quantize is not None:
-        check_bits_group(*quantize)
-        if spec and set(spec.values()) != {tuple(quantize)}:
-            raise WeightsError(
-                f"{weight_path} is already quantized ({describe(spec)}), not "
-                f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
-                "pass the matching bits"
-            )
-        if not spec:
-            weights = quantize_weights(weights, *quantize)
-            spec = infer_quantization(weights, float_shapes, weight_path)
-    quantize_layers(model, spec)
-    load_strict(model, weights, weight_path)
-    del (
-        weights
-    )  # the model now holds the only references: each source is freed once read
-    cast_parameters(model, dtype)
-    params = tree_flatten(model.parameters())
-    for done, (_, value) in enumerate(params, start=1):
-        mx.eval(value)
-        if progress:
-            progress(done, len(params))
-    model.eval()
-    return model
+    weights = read_lm_weights(weight_path)
+    return lm_from_weights(
+        config or LmConfig.moshi_7b(), weights, weight_path, dtype, quantize, progress
+    )
 
 
 def quantization_of(model: Lm) -> str:

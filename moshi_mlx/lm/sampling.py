@@ -1,10 +1,14 @@
-"""Token sampling on the device: temperature + top-k, argmax at temperature 0."""
+"""Token sampling on the device: temperature + top-k, argmax at temperature 0; the
+settings of Moshi's text and audio samplers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import mlx.core as mx
+
+# Kyutai's MLX apps seed with this too
+DEFAULT_SEED = 299792458
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,29 @@ class Sampler:
         if self.top_k is None or self.top_k >= logits.shape[-1]:
             return mx.random.categorical(logits, axis=-1, key=key).astype(mx.int32)
         best = mx.argpartition(-logits, kth=self.top_k - 1, axis=-1)[:, : self.top_k]
+        # (B,) index into the top-k set
         pick = mx.random.categorical(
             mx.take_along_axis(logits, best, axis=-1), axis=-1, key=key
-        )  # (B,) index into the top-k set
+        )
         return mx.take_along_axis(best, pick[:, None], axis=-1)[:, 0].astype(mx.int32)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How Moshi's tokens are drawn (defaults: PyTorch's).
+
+    Temperature and top-k of the text and the audio tokens, and the seed.
+    """
+
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+    audio_temperature: float = 0.8
+    audio_top_k: int = 250
+    seed: int = DEFAULT_SEED
+
+    def samplers(self) -> tuple[Sampler, Sampler]:
+        """The text and the audio Sampler of these settings."""
+        return (
+            Sampler(self.text_temperature, self.text_top_k),
+            Sampler(self.audio_temperature, self.audio_top_k),
+        )

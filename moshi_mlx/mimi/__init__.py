@@ -1,13 +1,13 @@
 """Mimi, Kyutai's streaming neural audio codec (24 kHz audio <-> 12.5 Hz codes)."""
 
 from .config import MimiConfig
-from .model import Mimi, load_mimi, sanitize
+from .model import Mimi, open_mimi, sanitize
 from .stream import MimiStream
 
 __all__ = [
     "Mimi",
     "MimiConfig",
     "MimiStream",
-    "load_mimi",
+    "open_mimi",
     "sanitize",
 ]

@@ -15,9 +15,8 @@ import math
 
 import mlx.core as mx
 
-_LN2_HI = (
-    0.693145751953125  # ln 2 split in two (Cody-Waite) for an exact r = x - n ln 2
-)
+# ln 2 split in two (Cody-Waite) for an exact r = x - n ln 2
+_LN2_HI = 0.693145751953125
 _LN2_LO = 1.428606765330187e-06
 _EXP_MIN = -87.0  # exp(-87) is still a normal float32
 

@@ -22,12 +22,8 @@ class SeanetConfig:
     channels: int = 1
     dimension: int = 512
     n_filters: int = 64
-    ratios: tuple[int, ...] = (
-        8,
-        6,
-        5,
-        4,
-    )  # decoder order; the encoder uses the reverse
+    # decoder order; the encoder uses the reverse
+    ratios: tuple[int, ...] = (8, 6, 5, 4)
     kernel_size: int = 7
     last_kernel_size: int = 3
     residual_kernel_size: int = 3

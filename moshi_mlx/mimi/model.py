@@ -203,9 +203,8 @@ class Mimi(nn.Module):
         position: mx.array | None = None,
     ) -> mx.array:
         stream = state is not None  # else a whole sequence from its start
-        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(
-            self._dtype
-        )  # (B, F, D)
+        # (B, F, D)
+        x = self.quantizer.decode(codes.transpose(0, 2, 1)).astype(self._dtype)
         x = self.upsample.convtr(x, state.upsample if stream else None)  # (B, 2F, D)
         x = self.decoder_transformer.transformer(
             x, state.transformer if stream else None, position
@@ -314,20 +313,30 @@ def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
     return out
 
 
-def load_mimi(
-    weight_path: str | Path,
-    config: MimiConfig | None = None,
+def open_mimi(
+    weight: str | Path | None,
+    config: MimiConfig | str | Path | None = None,
     num_codebooks: int | None = None,
     dtype: mx.Dtype = mx.float32,
+    seed: int | None = None,
 ) -> Mimi:
-    """Build Mimi from `config` (official by default) and strictly load Kyutai's safetensors file.
+    """Build Mimi and strictly load Kyutai's safetensors file `weight` into it.
 
+    `config`: a MimiConfig, its JSON file, or None for the official one.
     `num_codebooks` (default: the config's, 8 for Moshi) may be 1..max_codebooks.
     Mimi is meant to run in float32; bfloat16/float16 trade accuracy for memory.
+    With no `weight`, the weights are random, drawn from `seed` (benchmarks).
     """
+    if not isinstance(config, MimiConfig):
+        config = MimiConfig.from_json_or_official(config)
+    if weight is None:
+        if seed is None:
+            raise ValueError("open_mimi needs a weight file or a seed")
+        # before the modules draw their initial weights
+        mx.random.seed(seed)
     model = Mimi(config, num_codebooks)
-    weights = sanitize(load_safetensors(weight_path))
-    load_strict(model, weights, weight_path)
+    if weight is not None:
+        load_strict(model, sanitize(load_safetensors(weight)), weight)
     if dtype != mx.float32:
         model.set_dtype(dtype)
     mx.eval(model.parameters())

@@ -1,4 +1,4 @@
-"""Streaming round trip of an audio file through Mimi (the `codec` command's work)."""
+"""Streaming round trip of audio through Mimi, frame by frame, timed."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from ..audio.files import read_audio, write_audio
-from ..checkpoints import official_mimi_file
-from ..errors import MoshiError
-from .config import MimiConfig
-from .model import Mimi, load_mimi
+from .model import Mimi
 from .stream import MimiStream
 
 
@@ -23,26 +18,20 @@ from .stream import MimiStream
 class Transcoded:
     """Result of a streaming round trip."""
 
-    pcm: np.ndarray  # (T,) float32 reconstruction, same length as the input
-    codes: np.ndarray  # (K, frames) int32
-    encode_ms: np.ndarray  # (frames,) wall time of each frame's encode
-    decode_ms: np.ndarray  # (frames,) wall time of each frame's decode
-    bitrate: float  # bits per second of the codes
+    # (T,) float32 reconstruction, same length as the input
+    pcm: np.ndarray
+    # (K, frames) int32
+    codes: np.ndarray
+    # (frames,) wall time of each frame's encode
+    encode_ms: np.ndarray
+    # (frames,) wall time of each frame's decode
+    decode_ms: np.ndarray
+    # bits per second of the codes
+    bitrate: float
 
     @property
     def frames(self) -> int:
         return self.codes.shape[1]
-
-
-def open_mimi(
-    weight: Path | None = None,
-    config: MimiConfig | None = None,
-    num_codebooks: int | None = None,
-    offline: bool = False,
-) -> Mimi:
-    """Load Mimi from a local file, or the official file from the Hugging Face cache/hub."""
-    path = weight if weight else official_mimi_file(offline)
-    return load_mimi(path, config, num_codebooks)
 
 
 def transcode(
@@ -82,31 +71,3 @@ def transcode(
         decode_ms=decode_ms,
         bitrate=bitrate,
     )
-
-
-def transcode_file(
-    source: Path,
-    target: Path,
-    weight: Path | None = None,
-    config: Path | None = None,
-    num_codebooks: int | None = None,
-    codes_path: Path | None = None,
-    offline: bool = False,
-    on_frame: Callable[[int, int], None] | None = None,
-) -> Transcoded:
-    """Read any WAV/FLAC, stream it through Mimi, write the reconstruction (and the codes)."""
-    cfg = MimiConfig.from_json_or_official(config)
-    pcm = read_audio(source, cfg.sample_rate)
-    mimi = open_mimi(weight, cfg, num_codebooks, offline)
-    result = transcode(mimi, pcm, on_frame)
-    write_audio(target, result.pcm, mimi.config.sample_rate)
-    if codes_path:
-        try:
-            codes_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(codes_path, "wb") as f:
-                np.save(f, result.codes)
-        except OSError as exc:
-            raise MoshiError(
-                f"cannot write codes to {codes_path}: {exc.strerror or exc}"
-            ) from None
-    return result

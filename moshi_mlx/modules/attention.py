@@ -63,7 +63,10 @@ class KVCache:
         last = self.offset - 1
         query_pos = mx.arange(last - t + 1, last + 1)
         if self.offset <= cap:  # not wrapped yet: slot s holds position s
-            keys, values = self.keys[:, :, : self.offset], self.values[:, :, : self.offset]
+            keys, values = (
+                self.keys[:, :, : self.offset],
+                self.values[:, :, : self.offset],
+            )
             if t == 1:
                 return keys, values, None
             slot_pos = mx.arange(self.offset)
@@ -71,7 +74,9 @@ class KVCache:
             if t == 1:  # every held position is <= the query's
                 return self.keys, self.values, None
             slots = mx.arange(cap)
-            slot_pos = last - ((last - slots) % cap)  # newest position stored in each slot
+            slot_pos = last - (
+                (last - slots) % cap
+            )  # newest position stored in each slot
             keys, values = self.keys, self.values
         return keys, values, slot_pos[None, :] <= query_pos[:, None]
 
@@ -214,5 +219,10 @@ class MultiHeadAttention(nn.Module):
 
     def _rope(self, x: mx.array, offset: int) -> mx.array:
         return mx.fast.rope(
-            x, self.head_dim, traditional=True, base=self.rope_base, scale=1.0, offset=offset
+            x,
+            self.head_dim,
+            traditional=True,
+            base=self.rope_base,
+            scale=1.0,
+            offset=offset,
         )

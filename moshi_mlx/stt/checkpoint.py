@@ -14,22 +14,19 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from ..errors import ConfigError, WeightsError
+from ..errors import ConfigError
 from ..lm import Lm, LmConfig, load_lm
-from ..mimi import Mimi, MimiConfig, load_mimi
+from ..mimi import Mimi, MimiConfig, open_mimi
 from ..text import Tokenizer
-from ..weights import hub_file, hub_offline
+from ..weights import check_dtype, hub_file, local_file
 
-DEFAULT_STT_REPO = (
-    "kyutai/stt-1b-en_fr-mlx"  # English + French, 0.5 s delay, about 1B parameters
-)
-STT_REPOS = (
-    DEFAULT_STT_REPO,
-    "kyutai/stt-2.6b-en-mlx",
-)  # the second: English, 2.5 s delay
+# English + French, 0.5 s delay, about 1B parameters
+DEFAULT_STT_REPO = "kyutai/stt-1b-en_fr-mlx"
+# the second: English, 2.5 s delay
+STT_REPOS = (DEFAULT_STT_REPO, "kyutai/stt-2.6b-en-mlx")
 CONFIG_FILENAME = "config.json"
-WEIGHT_FILENAME = "model.safetensors"  # when the config has no moshi_name
-STT_DTYPES = ("bfloat16", "float16", "float32")
+# when the config has no moshi_name
+WEIGHT_FILENAME = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -54,15 +51,9 @@ class SttCheckpoint:
     weight: Path
     tokenizer: Path
     mimi_weight: Path | None
-    mimi_config: Path | None  # None: the official Mimi
+    # None: the official Mimi
+    mimi_config: Path | None
     dtype: str
-
-
-def _local(path: Path, flag: str) -> Path:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"{flag} {path}: file not found")
-    return path
 
 
 def read_stt_config(path: Path, origin: str | None = None) -> LmConfig:
@@ -84,37 +75,34 @@ def resolve_stt_checkpoint(
     request: SttRequest, with_mimi: bool = True
 ) -> SttCheckpoint:
     """Find (downloading if allowed) the STT files; `with_mimi=False` skips its Mimi."""
-    if request.dtype not in STT_DTYPES:
-        raise ConfigError(
-            f"--dtype {request.dtype} is not supported; "
-            f"use one of {', '.join(STT_DTYPES)}"
-        )
-    offline = hub_offline(request.offline)
+    check_dtype(request.dtype)
     if request.config is not None:
-        config = _local(request.config, "--stt-config")
+        config = local_file(request.config, "--stt-config")
         cfg = read_stt_config(config, f"--stt-config {config}")
     else:
-        config = hub_file(request.repo, CONFIG_FILENAME, offline=offline)
+        config = hub_file(request.repo, CONFIG_FILENAME, offline=request.offline)
         cfg = read_stt_config(config, f"--stt-repo {request.repo}")
 
     def find(
         local: Path | None, flag: str, key: str, default: str | None = None
     ) -> Path:
         if local is not None:
-            return _local(local, flag)
+            return local_file(local, flag)
         name = getattr(cfg, key) or default
         if name is None:
             raise ConfigError(f"{config}: no {key!r} key; pass {flag}")
         if request.config is not None and (config.parent / name).is_file():
             return config.parent / name
-        return hub_file(request.repo, name, offline=offline)
+        return hub_file(request.repo, name, offline=request.offline)
 
     tokenizer = find(request.tokenizer, "--stt-tokenizer", "tokenizer_name")
     mimi_weight = (
         find(request.mimi_weight, "--mimi-weight", "mimi_name") if with_mimi else None
     )
     mimi_config = (
-        _local(request.mimi_config, "--mimi-config") if request.mimi_config else None
+        local_file(request.mimi_config, "--mimi-config")
+        if request.mimi_config
+        else None
     )
     weight = find(request.weight, "--stt-weight", "moshi_name", WEIGHT_FILENAME)
     return SttCheckpoint(
@@ -155,7 +143,6 @@ def load_stt(checkpoint: SttCheckpoint) -> SttModel:
             f"{checkpoint.config}"
         )
     lm = load_lm(checkpoint.weight, cfg, dtype=getattr(mx, checkpoint.dtype))
-    mx.eval(lm.parameters())  # materialised here, so any thread may step the model
     return SttModel(lm, tokenizer)
 
 
@@ -163,7 +150,7 @@ def load_stt_mimi(checkpoint: SttCheckpoint, codebooks: int) -> Mimi:
     """The Mimi named by an STT checkpoint, encoding `codebooks` codebooks."""
     config = MimiConfig.from_json_or_official(checkpoint.mimi_config)
     check_codebooks(config, codebooks, checkpoint.mimi_config)
-    return load_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
+    return open_mimi(checkpoint.mimi_weight, config, num_codebooks=codebooks)
 
 
 def check_codebooks(mimi: MimiConfig, needed: int, source: Path | None) -> None:
