@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -343,6 +343,11 @@ class ChatView:
             table, title="status", subtitle=QUIT_HINT, subtitle_align="right"
         )
         return Group(transcript, status)
+
+
+def print_plain(console: Console, line: str) -> None:
+    """Print `line` as plain text: no markup or highlighting, no line breaks added."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class PlainView:
