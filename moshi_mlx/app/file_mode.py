@@ -214,10 +214,7 @@ def run_file(
     checkpoint = resolve_checkpoint(request)
     with console.status("loading Moshi…"):
         engine = load_engine(checkpoint, sampling, alignment)
-    # opening it reports an unreadable input before any output exists
-    total = -(-audio_length(input_path, engine.sample_rate) // engine.frame_size)
-    blocks = read_audio_blocks(input_path, engine.sample_rate)
-    frames = frames_of(blocks, engine.frame_size)
+    total, frames = _open_input(input_path, engine)
     writer = AnswerWriter(output_path, engine, stereo, transcript_path)
     start = time.perf_counter()
     stopped, crash = _write_answer(engine, frames, writer, total, progress)
@@ -244,6 +241,16 @@ def _check_paths(input_path: Path, transcript_path: Path | None) -> None:
         raise AudioError(f"audio file not found: {input_path}")
     if transcript_path is not None and log_path_for(transcript_path) == transcript_path:
         raise ConfigError(f"--transcript {transcript_path}: name it .json")
+
+
+def _open_input(
+    input_path: Path, engine: MoshiEngine
+) -> tuple[int, Iterator[np.ndarray]]:
+    """The recording's length in frames, and its frames at the engine's rate."""
+    # opening it reports an unreadable input before any output exists
+    total = -(-audio_length(input_path, engine.sample_rate) // engine.frame_size)
+    blocks = read_audio_blocks(input_path, engine.sample_rate)
+    return total, frames_of(blocks, engine.frame_size)
 
 
 def _write_answer(
