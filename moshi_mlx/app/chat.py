@@ -35,6 +35,7 @@ from .ui import (
     ChatView,
     KeyReader,
     PlainView,
+    print_plain,
 )
 from .watchdog import CallbackWatchdog
 
@@ -339,7 +340,7 @@ class ChatSession:
         """Say where the recording is; raise on a model crash, lost device or disk error."""
         transcriber, recorder, stopped = self.transcriber, self.recorder, self.stopped
         if transcriber is not None and transcriber.error is not None:
-            _print_plain(
+            print_plain(
                 self.console, f"the user transcript stopped early: {transcriber.error}"
             )
         crashed = stopped is not None and stopped.error is not None
@@ -350,7 +351,7 @@ class ChatSession:
             if recorder.errors:
                 saved = f"recording: {'; '.join(recorder.errors)}; {saved}"
             elif not crashed and self.lost is None:
-                _print_plain(self.console, saved)
+                print_plain(self.console, saved)
         suffix = f"; {saved}" if saved else ""
         if crashed:
             raise MoshiError(
@@ -395,10 +396,10 @@ class PlainScreen:
 
     def __init__(self, state: ChatState, console: Console) -> None:
         self._console = console
-        self._view = PlainView(state, lambda line: _print_plain(console, line))
+        self._view = PlainView(state, lambda line: print_plain(console, line))
 
     def open(self, stats: AudioStats) -> None:
-        _print_plain(self._console, f"listening ({QUIT_HINT})")
+        print_plain(self._console, f"listening ({QUIT_HINT})")
 
     def on_frame(self, event: FrameEvent) -> None:
         self._view.on_frame(event)
@@ -442,7 +443,3 @@ def _stream_lost(stats: AudioStats, watchdog: CallbackWatchdog) -> str | None:
             "stream runs (a device was disconnected or failed)"
         )
     return None
-
-
-def _print_plain(console: Console, line: str) -> None:
-    console.print(line, markup=False, highlight=False, soft_wrap=True)

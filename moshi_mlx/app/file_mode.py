@@ -210,23 +210,61 @@ def run_file(
     (`complete` False); a crash of the model also keeps it and raises a MoshiError.
     """
     console = console or Console()
-    # fail before the slow model loading
+    _check_paths(input_path, transcript_path)
+    checkpoint = resolve_checkpoint(request)
+    with console.status("loading Moshi…"):
+        engine = load_engine(checkpoint, sampling, alignment)
+    total, frames = _open_input(input_path, engine)
+    writer = AnswerWriter(output_path, engine, stereo, transcript_path)
+    start = time.perf_counter()
+    stopped, crash = _write_answer(engine, frames, writer, total, progress)
+    seconds = time.perf_counter() - start
+    run = FileRun(
+        writer.frames,
+        writer.frames * engine.frame_seconds,
+        seconds,
+        not stopped,
+        total,
+        _outputs(writer),
+    )
+    if crash is not None:
+        raise MoshiError(
+            f"Moshi stopped after {run.frames} frames: {crash}; the answer so far "
+            f"is in {run.outputs}"
+        )
+    return run
+
+
+def _check_paths(input_path: Path, transcript_path: Path | None) -> None:
+    """Fail on a missing input or a .jsonl transcript before the slow model loading."""
     if not input_path.is_file():
         raise AudioError(f"audio file not found: {input_path}")
     if transcript_path is not None and log_path_for(transcript_path) == transcript_path:
         raise ConfigError(f"--transcript {transcript_path}: name it .json")
-    checkpoint = resolve_checkpoint(request)
-    with console.status("loading Moshi…"):
-        engine = load_engine(checkpoint, sampling, alignment)
+
+
+def _open_input(
+    input_path: Path, engine: MoshiEngine
+) -> tuple[int, Iterator[np.ndarray]]:
+    """The recording's length in frames, and its frames at the engine's rate."""
     # opening it reports an unreadable input before any output exists
     total = -(-audio_length(input_path, engine.sample_rate) // engine.frame_size)
     blocks = read_audio_blocks(input_path, engine.sample_rate)
-    frames = frames_of(blocks, engine.frame_size)
-    writer = AnswerWriter(output_path, engine, stereo, transcript_path)
+    return total, frames_of(blocks, engine.frame_size)
+
+
+def _write_answer(
+    engine: MoshiEngine,
+    frames: Iterable[np.ndarray],
+    writer: AnswerWriter,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[bool, str | None]:
+    """Answer every frame into `writer` (closed at the end), calling `progress`;
+    returns whether a signal stopped it early, and the model's crash (or None)."""
     stop = threading.Event()
     stopped = False
     crash: str | None = None
-    start = time.perf_counter()
     if progress is not None:
         progress(0, total)
     try:
@@ -248,21 +286,7 @@ def run_file(
         crash = f"{type(exc).__name__}: {exc}".strip()
     finally:
         writer.close()
-    seconds = time.perf_counter() - start
-    run = FileRun(
-        writer.frames,
-        writer.frames * engine.frame_seconds,
-        seconds,
-        not stopped,
-        total,
-        _outputs(writer),
-    )
-    if crash is not None:
-        raise MoshiError(
-            f"Moshi stopped after {run.frames} frames: {crash}; the answer so far "
-            f"is in {run.outputs}"
-        )
-    return run
+    return stopped, crash
 
 
 def _outputs(writer: AnswerWriter) -> str:

@@ -124,45 +124,15 @@ def find(template: np.ndarray, signal: np.ndarray, start: int, span: int):
 def run_audio_path(options: LatencyOptions, sample_rate: int, frame_size: int) -> dict:
     """Run the probe through DuplexAudio and the frame loop; timings in ms (and the
     audio's AudioStats as "stats")."""
-    from ..audio.duplex import DuplexAudio
-    from .loop import FrameLoop
-
     probe = probe_signal(options.acoustic, sample_rate)
     model = ProbeAnswers(probe, frame_size, sample_rate)
     tape = Tape()
-    audio = DuplexAudio(
-        sample_rate,
-        frame_size,
-        input_device=options.devices.input,
-        output_device=options.devices.output,
-    )
-    with audio:
-        loop = FrameLoop(model, audio, mic_filter=tape, max_backlog=1 << 30).start()
-        time.sleep(options.seconds)
-        loop.stop()
-        stats = audio.stats()
-    if loop.error is not None:
-        raise AudioError(f"the audio path stopped: {loop.error}")
-    if not model.probe_steps or not tape.played:
-        raise AudioError(
-            f"the streams delivered too little in {options.seconds:.0f} s "
-            f"({stats.input_callbacks} microphone callbacks): a device is stalled"
-        )
-    played, mic = np.concatenate(tape.played), np.concatenate(tape.mic)
+    stats = _play_probes(options, model, tape, sample_rate)
     # played sample j left for the speaker when the mic had j - lead samples
     lead = (stats.played_lead_ms or 0.0) * sample_rate / 1000
-    handed, round_trips, scores = [], [], []
-    for step in model.probe_steps:
-        at, score = find(probe, played, step * frame_size, sample_rate)
-        if at is None or score < HEARD_SCORE:
-            continue
-        handed.append((at - lead - (step + 1) * frame_size) / sample_rate)
-        if options.acoustic:
-            span = round(ROUND_TRIP_MAX_S * sample_rate)
-            back, heard = find(probe, mic, round(at - lead), span)
-            scores.append(heard)
-            if back is not None and heard >= HEARD_SCORE:
-                round_trips.append((back - (at - lead)) / sample_rate)
+    handed, round_trips, scores = _locate_probes(
+        options.acoustic, model, tape, lead, sample_rate
+    )
     if not handed:
         raise AudioError("the probe never reached the speaker's played reference")
     if options.acoustic and not round_trips:
@@ -182,6 +152,58 @@ def run_audio_path(options: LatencyOptions, sample_rate: int, frame_size: int) -
     }
 
 
+def _play_probes(
+    options: LatencyOptions, model: ProbeAnswers, tape: Tape, sample_rate: int
+):
+    """Run the frame loop on `model` for `options.seconds`, `tape` keeping what it
+    saw; returns the audio's AudioStats (AudioError if the path stopped or stalled)."""
+    from ..audio.duplex import DuplexAudio
+    from .loop import FrameLoop
+
+    audio = DuplexAudio(
+        sample_rate,
+        model.frame_size,
+        input_device=options.devices.input,
+        output_device=options.devices.output,
+    )
+    with audio:
+        loop = FrameLoop(model, audio, mic_filter=tape, max_backlog=1 << 30).start()
+        time.sleep(options.seconds)
+        loop.stop()
+        stats = audio.stats()
+    if loop.error is not None:
+        raise AudioError(f"the audio path stopped: {loop.error}")
+    if not model.probe_steps or not tape.played:
+        raise AudioError(
+            f"the streams delivered too little in {options.seconds:.0f} s "
+            f"({stats.input_callbacks} microphone callbacks): a device is stalled"
+        )
+    return stats
+
+
+def _locate_probes(
+    acoustic: bool, model: ProbeAnswers, tape: Tape, lead: float, sample_rate: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Each probe found in the played reference: seconds from its mic frame's end
+    to being handed to the speaker; with `acoustic` also the seconds until the
+    microphone heard it back, and every match score looked at."""
+    played, mic = np.concatenate(tape.played), np.concatenate(tape.mic)
+    frame_size = model.frame_size
+    handed, round_trips, scores = [], [], []
+    for step in model.probe_steps:
+        at, score = find(model.probe, played, step * frame_size, sample_rate)
+        if at is None or score < HEARD_SCORE:
+            continue
+        handed.append((at - lead - (step + 1) * frame_size) / sample_rate)
+        if acoustic:
+            span = round(ROUND_TRIP_MAX_S * sample_rate)
+            back, heard = find(model.probe, mic, round(at - lead), span)
+            scores.append(heard)
+            if back is not None and heard >= HEARD_SCORE:
+                round_trips.append((back - (at - lead)) / sample_rate)
+    return handed, round_trips, scores
+
+
 def time_model_steps(engine, frames: int = STEP_FRAMES) -> np.ndarray:
     """Seconds per step of the engine on silence, after its warm-up."""
     engine.warmup()
@@ -199,30 +221,15 @@ def breakdown(
     path: dict, step_s: np.ndarray | None, answer_delay_frames: int, frame_s: float
 ) -> dict:
     """The expected mic → speaker time of a Moshi answer, in parts (ms)."""
-    from ..audio.duplex import CUSHION_BOUNDS_S
-
     stats = path["stats"]
     ms = 1000.0
-    rate, period = stats.device_rate, stats.period
-    lowest, highest = (round(s * rate) for s in CUSHION_BOUNDS_S)
     steps = np.zeros(1) if step_s is None else step_s
-    cushion, _ = cushion_target(steps, period, rate, lowest, highest)
-    measured_cushion = stats.cushion_ms or 0.0
-    queue = (stats.speaker_queue_ms or 0.0) - measured_cushion
-    queue += ms * cushion / rate
+    model_cushion = _model_cushion_ms(stats, steps)
     in_ms = ms * (stats.input_latency_s or 0.0)
     out_ms = ms * (stats.output_latency_s or 0.0)
-    devices = (
-        path["round_trip_ms"] if path["round_trip_ms"] is not None else in_ms + out_ms
+    parts = _answer_parts(
+        path, steps, answer_delay_frames, frame_s, model_cushion, in_ms + out_ms
     )
-    parts = {
-        "frame": ms * frame_s / 2,
-        "model": ms * frame_s * answer_delay_frames,
-        "wait": stats.frame_wait_ms or 0.0,
-        "step": ms * float(np.median(steps)),
-        "queue": max(0.0, queue),
-        "devices": devices,
-    }
     return {
         "frame_ms": ms * frame_s,
         "answer_delay_frames": answer_delay_frames,
@@ -237,15 +244,51 @@ def breakdown(
         "frame_wait_ms": stats.frame_wait_ms,
         "frame_wait_p95_ms": stats.frame_wait_p95_ms,
         "speaker_queue_ms": stats.speaker_queue_ms,
-        "cushion_ms": measured_cushion,
-        "model_cushion_ms": ms * cushion / rate,
+        "cushion_ms": stats.cushion_ms or 0.0,
+        "model_cushion_ms": model_cushion,
         "handed_ms": path["handed_ms"],
-        "passthrough_ms": ms * frame_s + path["handed_ms"] + devices,
+        "passthrough_ms": ms * frame_s + path["handed_ms"] + parts["devices"],
         "expected_answer_ms": sum(parts.values()),
         "parts_ms": parts,
         "probes": path["probes"],
         "underrun_callbacks": stats.output_underrun_callbacks,
-        "device_rate": rate,
+        "device_rate": stats.device_rate,
+    }
+
+
+def _model_cushion_ms(stats, steps: np.ndarray) -> float:
+    """The speaker cushion (ms) DuplexAudio would settle on for these step times."""
+    from ..audio.duplex import CUSHION_BOUNDS_S
+
+    rate, period = stats.device_rate, stats.period
+    lowest, highest = (round(s * rate) for s in CUSHION_BOUNDS_S)
+    cushion, _ = cushion_target(steps, period, rate, lowest, highest)
+    return 1000.0 * cushion / rate
+
+
+def _answer_parts(
+    path: dict,
+    steps: np.ndarray,
+    answer_delay_frames: int,
+    frame_s: float,
+    model_cushion_ms: float,
+    portaudio_ms: float,
+) -> dict[str, float]:
+    """Each part of a Moshi answer's expected time (ms), in the order they add up;
+    the devices' part is the measured round trip if there is one, else
+    `portaudio_ms`."""
+    stats = path["stats"]
+    ms = 1000.0
+    queue = (stats.speaker_queue_ms or 0.0) - (stats.cushion_ms or 0.0)
+    queue += model_cushion_ms
+    round_trip = path["round_trip_ms"]
+    return {
+        "frame": ms * frame_s / 2,
+        "model": ms * frame_s * answer_delay_frames,
+        "wait": stats.frame_wait_ms or 0.0,
+        "step": ms * float(np.median(steps)),
+        "queue": max(0.0, queue),
+        "devices": round_trip if round_trip is not None else portaudio_ms,
     }
 
 
@@ -281,6 +324,26 @@ def print_report(result: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    table = Table(title="mic → speaker latency of a Moshi answer")
+    for column in ("part", "ms", "how"):
+        table.add_column(column, justify="right" if column == "ms" else "left")
+    for name, value, how in _report_rows(result):
+        table.add_row(name, f"{value:.1f}", how)
+    table.add_row(
+        "total", f"{result['expected_answer_ms']:.0f}", "expected", style="bold"
+    )
+    console.print(table)
+    console.print(
+        f"audio path alone (pass-through, {result['probes']} probes): "
+        f"{result['passthrough_ms']:.0f} ms mic → speaker; device period "
+        f"{result['device_period_ms']:.0f} ms, speaker cushion "
+        f"{result['cushion_ms']:.0f} ms, {result['underrun_callbacks']} underrun(s)",
+        highlight=False,
+    )
+
+
+def _report_rows(result: dict) -> list[tuple[str, float, str]]:
+    """The table's rows: (part, ms, where the figure comes from)."""
     parts = result["parts_ms"]
     step = result["model_step_ms"]
     devices_from = (
@@ -289,7 +352,7 @@ def print_report(result: dict, console=None) -> None:
         else f"PortAudio: input {result['device_input_ms']:.0f} + output "
         f"{result['device_output_ms']:.0f}"
     )
-    rows = [
+    return [
         ("frame", parts["frame"], "half a frame: a sound waits for its frame to end"),
         (
             "model",
@@ -311,24 +374,10 @@ def print_report(result: dict, console=None) -> None:
         (
             "queue",
             parts["queue"],
-            f"measured speaker queue, with the {result['model_cushion_ms']:.0f} ms "
-            "cushion the step's jitter needs",
+            (
+                f"measured speaker queue, with the {result['model_cushion_ms']:.0f} "
+                "ms cushion the step's jitter needs"
+            ),
         ),
         ("devices", parts["devices"], devices_from),
     ]
-    table = Table(title="mic → speaker latency of a Moshi answer")
-    for column in ("part", "ms", "how"):
-        table.add_column(column, justify="right" if column == "ms" else "left")
-    for name, value, how in rows:
-        table.add_row(name, f"{value:.1f}", how)
-    table.add_row(
-        "total", f"{result['expected_answer_ms']:.0f}", "expected", style="bold"
-    )
-    console.print(table)
-    console.print(
-        f"audio path alone (pass-through, {result['probes']} probes): "
-        f"{result['passthrough_ms']:.0f} ms mic → speaker; device period "
-        f"{result['device_period_ms']:.0f} ms, speaker cushion "
-        f"{result['cushion_ms']:.0f} ms, {result['underrun_callbacks']} underrun(s)",
-        highlight=False,
-    )

@@ -102,6 +102,17 @@ class Recorder:
         self._blocks: queue.Queue[_Block | None] = queue.Queue()
         self._closed = False
         self._transcript_error: str | None = None
+        self._open_files(sample_rate, processed, user_words, opener)
+        self._writer = threading.Thread(
+            target=self._write_blocks, name="recorder", daemon=True
+        )
+        self._writer.start()
+
+    def _open_files(
+        self, sample_rate: int, processed: bool, user_words: bool, opener: Opener
+    ) -> None:
+        """Create the folder and open its files (AudioError if one exists already or
+        the folder cannot be written)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._audio = _Track(
@@ -126,10 +137,6 @@ class Recorder:
             raise AudioError(
                 f"--record {self.directory}: cannot write there ({reason(exc)})"
             ) from None
-        self._writer = threading.Thread(
-            target=self._write_blocks, name="recorder", daemon=True
-        )
-        self._writer.start()
 
     @property
     def seconds_saved(self) -> float:

@@ -20,6 +20,7 @@ from ..stt.checkpoint import (
 from ..stt.file import FileTranscript, transcribe_pcm
 from ..stt.stream import SttStep, SttStream
 from ..words import word_lines
+from .ui import print_plain
 
 
 def transcribe_file(
@@ -69,4 +70,4 @@ def _write_json(path: Path, data: dict) -> None:
 def print_transcript(result: FileTranscript, console: Console) -> None:
     """The transcript as '[mm:ss.ss] words' lines."""
     for line in word_lines(result.words):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        print_plain(console, line)

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -168,6 +168,14 @@ class ChatState:
 
     def status_fields(self, audio: AudioStats) -> list[tuple[str, str]]:
         """(label, value) rows of the status panel."""
+        return [
+            *self._speed_fields(audio),
+            *self._buffer_fields(audio),
+            *self._session_fields(),
+        ]
+
+    def _speed_fields(self, audio: AudioStats) -> list[tuple[str, str]]:
+        """The step time, real-time factor and expected latency rows."""
         p50, p95 = self.percentile_ms(50), self.percentile_ms(95)
         frame_ms = self.frame_seconds * 1000
         step = "—" if p50 is None else f"p50 {p50:.1f} ms · p95 {p95:.1f} ms"
@@ -186,19 +194,28 @@ class ChatState:
                 else f"≈ {sum(parts.values()):.0f} ms mic → speaker",
             ),
             ("  made of", latency_parts_text(parts)),
+        ]
+
+    def _buffer_fields(self, audio: AudioStats) -> list[tuple[str, str]]:
+        """The speaker cushion, buffer fill and lost-audio rows."""
+        return [
             ("speaker cushion", cushion_text(audio)),
             (
                 "buffers",
-                f"mic {audio.input_fill_frames:.1f}/"
-                f"{audio.input_capacity_frames} · speaker "
-                f"{audio.output_fill_frames:.1f}/"
-                f"{audio.output_capacity_frames} frames",
+                (
+                    f"mic {audio.input_fill_frames:.1f}/"
+                    f"{audio.input_capacity_frames} · speaker "
+                    f"{audio.output_fill_frames:.1f}/"
+                    f"{audio.output_capacity_frames} frames"
+                ),
             ),
             (
                 "dropped / underruns / overflows",
-                f"{self.dropped_frames} frames · "
-                f"{audio.output_underrun_callbacks} ({audio.underrun_s:.2f} s) · "
-                f"{audio.overflows} samples",
+                (
+                    f"{self.dropped_frames} frames · "
+                    f"{audio.output_underrun_callbacks} ({audio.underrun_s:.2f} s) · "
+                    f"{audio.overflows} samples"
+                ),
             ),
             (
                 "skipped (late)",
@@ -207,6 +224,11 @@ class ChatState:
                     f"({audio.output_skipped_s:.2f} s)"
                 ),
             ),
+        ]
+
+    def _session_fields(self) -> list[tuple[str, str]]:
+        """The echo, speech-to-text, recording, level, time and context rows."""
+        return [
             ("echo cancellation", echo_status(self.echo)),
             *(
                 [("you (speech-to-text)", stt_status(self.stt, self.frame_seconds))]
@@ -321,6 +343,11 @@ class ChatView:
             table, title="status", subtitle=QUIT_HINT, subtitle_align="right"
         )
         return Group(transcript, status)
+
+
+def print_plain(console: Console, line: str) -> None:
+    """Print `line` as plain text: no markup or highlighting, no line breaks added."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class PlainView:

@@ -132,20 +132,40 @@ class OutputCushion:
             self._lateness.append(lateness_s)
         self._deviations.append(deviation)
         self._adapt(underruns)
+        excess = self._excess(queued, lateness_s)
+        # dry, or will be within this period
+        if queued < self.period:
+            return self._refill(queued, excess)
+        self._late = self._late + 1 if excess > frame // 2 else 0
+        if self._late >= LATE_FRAMES or excess > frame + frame // 2:
+            return self._skip_late(queued, excess, frame)
+        return self._shrink(excess, frame, quiet)
+
+    def _excess(self, queued: int, lateness_s: float | None) -> int:
+        """Samples queued beyond the target, counting this frame's lateness against
+        the median lateness."""
         excess = queued - self.target
         if lateness_s is not None:
             excess += round((lateness_s - np.median(self._lateness)) * self.rate)
-        if queued < self.period:  # dry, or will be within this period
-            self._over = self._late = 0
-            pad = max(self.period - queued, -excess)
-            self.padded += pad
-            return CushionPlan(pad=pad)
-        self._late = self._late + 1 if excess > frame // 2 else 0
-        if self._late >= LATE_FRAMES or excess > frame + frame // 2:
-            self._over = self._late = 0
-            skip = min(excess, queued + frame)
-            self.skipped += skip
-            return CushionPlan(skip=skip)
+        return excess
+
+    def _refill(self, queued: int, excess: int) -> CushionPlan:
+        """The queue (nearly) ran dry: pad with silence back up to the cushion."""
+        self._over = self._late = 0
+        pad = max(self.period - queued, -excess)
+        self.padded += pad
+        return CushionPlan(pad=pad)
+
+    def _skip_late(self, queued: int, excess: int, frame: int) -> CushionPlan:
+        """Audio is late (after a stall): skip the excess at once."""
+        self._over = self._late = 0
+        skip = min(excess, queued + frame)
+        self.skipped += skip
+        return CushionPlan(skip=skip)
+
+    def _shrink(self, excess: int, frame: int, quiet: bool) -> CushionPlan:
+        """A queue held above target for a while shrinks by its least excess over
+        that while: trimmed from a quiet frame, else skipped."""
         if excess <= self.period:
             self._over = 0
             return CushionPlan()

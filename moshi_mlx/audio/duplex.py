@@ -272,50 +272,86 @@ class DuplexAudio:
         """
         self.sample_rate = sample_rate
         self.frame_size = frame_size
+        self._latency = latency
+        self._clock = clock
+        self._choose_devices(input_device, output_device, device_rate)
+        highest = self._size_periods(period_s, cushion_s, output_capacity_frames)
+        self.input_capacity_frames = input_capacity_frames
+        self.output_capacity_frames = output_capacity_frames
+        self._make_rings(highest)
+        self._streams: tuple = ()
+        self._init_callback_state()
+        self._init_consumer_state()
+
+    def _choose_devices(
+        self,
+        input_device: int | str | None,
+        output_device: int | str | None,
+        device_rate: int | None,
+    ) -> None:
+        """Resolve both devices and the stream settings they share."""
         self._sd = import_sounddevice()
         devices = list_devices()
         self.input_device = resolve_device(input_device, "input", devices)
         self.output_device = resolve_device(output_device, "output", devices)
         self.settings = choose_stream_settings(
-            self._sd, self.input_device, self.output_device, sample_rate, device_rate
+            self._sd,
+            self.input_device,
+            self.output_device,
+            self.sample_rate,
+            device_rate,
         )
-        rate = self.device_rate = self.settings.device_rate
+        self.device_rate = self.settings.device_rate
+
+    def _size_periods(
+        self,
+        period_s: float,
+        cushion_s: tuple[float, float],
+        output_capacity_frames: int,
+    ) -> int:
+        """The device period, frame and speaker cushion in device samples; returns
+        the cushion's highest target (ValueError if the bounds do not fit)."""
+        rate = self.device_rate
         self.period = max(1, round(period_s * rate))
-        self.device_frame = round(frame_size * rate / sample_rate)
-        self._latency = latency
-        self._clock = clock
+        self.device_frame = round(self.frame_size * rate / self.sample_rate)
         lowest, highest = (round(s * rate) for s in cushion_s)
         if not 0 <= lowest <= highest < output_capacity_frames * self.device_frame:
             raise ValueError(
                 "cushion_s must satisfy 0 <= min <= max < output_capacity_frames"
             )
         self._cushion = OutputCushion(self.period, rate, lowest, highest)
+        return highest
 
-        self.input_capacity_frames = input_capacity_frames
-        self.output_capacity_frames = output_capacity_frames
-        in_samples = (input_capacity_frames + 1) * self.device_frame
+    def _make_rings(self, highest: int) -> None:
+        """The device-rate rings, their frame-rate readers and the output resampler."""
+        rate, frame_size = self.device_rate, self.frame_size
+        in_samples = (self.input_capacity_frames + 1) * self.device_frame
         self._input = RingBuffer(in_samples)
         self._output = RingBuffer(
-            (output_capacity_frames + 1) * self.device_frame + highest + self.period
+            (self.output_capacity_frames + 1) * self.device_frame
+            + highest
+            + self.period
         )
         self._played = RingBuffer(in_samples)
         # Consumer-side rings at the frame rate (only used when resampling): one extra
         # frame of headroom.
-        frame_ring = (input_capacity_frames + 1) * frame_size
+        frame_ring = (self.input_capacity_frames + 1) * frame_size
         self._input_frames = _FrameReader(
-            self._input, rate, sample_rate, frame_size, frame_ring
+            self._input, rate, self.sample_rate, frame_size, frame_ring
         )
         self._played_frames = _FrameReader(
-            self._played, rate, sample_rate, frame_size, frame_ring
+            self._played, rate, self.sample_rate, frame_size, frame_ring
         )
-        self._output_resampler = _resampler(sample_rate, rate)
+        self._output_resampler = _resampler(self.sample_rate, rate)
         self._silence = np.zeros(highest + self.period, np.float32)
-        self._streams: tuple = ()
 
-        # Shared with the callbacks: each is written by one side only.
-        self._wake = threading.Lock()  # released by the mic callback, taken by reads
+    def _init_callback_state(self) -> None:
+        """State shared with the callbacks: each field is written by one side only."""
+        # released by the mic callback, taken by reads
+        self._wake = threading.Lock()
         self._wake.acquire()
-        self._wake_at = NEVER  # the reader waits for the input ring to reach this
+        # the reader waits for the input ring to reach this
+        self._wake_at = NEVER
         self._callback_counts = np.full(CALLBACK_LOG, -1, np.int64)
         self._callback_times = np.zeros(CALLBACK_LOG, np.float64)
         self._callback_played = np.zeros(CALLBACK_LOG, np.int64)
@@ -330,16 +366,20 @@ class DuplexAudio:
         self._status_input_overflows = 0
         self._status_output_underflows = 0
 
-        # The consumer thread's own state.
+    def _init_consumer_state(self) -> None:
+        """The consumer thread's own counters, pairing and timing windows."""
         self._input_frames_dropped = 0
         # where the played frame of the last mic frame read ends (played `written`),
         # and how far the speaker's count runs ahead of the microphone's
         self._played_end: int | None = None
         self._played_lead: int | None = None
-        self._lead_short = 0  # frames in a row the speaker was behind that lead
+        # frames in a row the speaker was behind that lead
+        self._lead_short = 0
         self._least_lead = 0
-        self._ready_time: float | None = None  # when the last frame read was complete
-        self._written_device = 0  # speaker samples produced from written frames
+        # when the last frame read was complete
+        self._ready_time: float | None = None
+        # speaker samples produced from written frames
+        self._written_device = 0
         self._frames_written = 0
         self._waits: deque[float] = deque(maxlen=TIMING_WINDOW)
         self._lateness: deque[float] = deque(maxlen=TIMING_WINDOW)
@@ -354,29 +394,23 @@ class DuplexAudio:
         if self._streams:
             return self
         sd = self._sd
-        common = dict(
-            samplerate=self.device_rate,
-            blocksize=self.period,
-            dtype="float32",
-            latency=self._latency,
-        )
         opened = []
         try:
             # the speaker first: its prefill puts the played reference ahead
             opened.append(
-                sd.OutputStream(
-                    device=self.output_device.index,
-                    channels=self.settings.output_channels,
-                    callback=self._output_callback,
-                    **common,
+                self._new_stream(
+                    sd.OutputStream,
+                    self.output_device,
+                    self.settings.output_channels,
+                    self._output_callback,
                 )
             )
             opened.append(
-                sd.InputStream(
-                    device=self.input_device.index,
-                    channels=self.settings.input_channels,
-                    callback=self._input_callback,
-                    **common,
+                self._new_stream(
+                    sd.InputStream,
+                    self.input_device,
+                    self.settings.input_channels,
+                    self._input_callback,
                 )
             )
             for stream in opened:
@@ -389,6 +423,20 @@ class DuplexAudio:
             ) from None
         self._streams = tuple(opened)
         return self
+
+    def _new_stream(
+        self, stream_class, device: AudioDevice, channels: int, callback: Callable
+    ):
+        """One unstarted stream on `device` at the shared rate, period and latency."""
+        return stream_class(
+            device=device.index,
+            channels=channels,
+            callback=callback,
+            samplerate=self.device_rate,
+            blocksize=self.period,
+            dtype="float32",
+            latency=self._latency,
+        )
 
     def close(self) -> None:
         """Stop and close the streams (idempotent)."""

@@ -98,6 +98,38 @@ class Int16Chunk:
         return int16_to_float(self.pcm)
 
 
+def _import_rtc(sample_rate: int, reference_delay_ms: float):
+    """livekit's rtc module, after checking the settings (AudioError / ValueError)."""
+    if sample_rate not in SUPPORTED_RATES:
+        raise AudioError(
+            f"echo cancellation runs at {', '.join(map(str, SUPPORTED_RATES))} Hz, "
+            f"not {sample_rate} Hz; resample first or run with --aec off"
+        )
+    if reference_delay_ms < 0:
+        raise ValueError(f"reference_delay_ms must be >= 0, got {reference_delay_ms}")
+    try:
+        from livekit import rtc
+    except ImportError as exc:
+        raise AudioError(
+            f"echo cancellation needs the livekit package ({exc}); "
+            "reinstall with `uv sync` or run with --aec off"
+        ) from None
+    return rtc
+
+
+def _processing_module(rtc, echo_cancellation: bool, noise_suppression: bool):
+    """WebRTC's audio processing with the chosen stages (and a high-pass with any)."""
+    apm = rtc.AudioProcessingModule(
+        echo_cancellation=echo_cancellation,
+        noise_suppression=noise_suppression,
+        high_pass_filter=echo_cancellation or noise_suppression,
+    )
+    if echo_cancellation:
+        # Required with AEC on; AEC3 then finds the real delay (0..500 ms) itself.
+        apm.set_stream_delay_ms(0)
+    return apm
+
+
 class EchoCanceller:
     """Removes the speaker's echo from the microphone; float32 frames in, float32 frames out.
 
@@ -116,41 +148,20 @@ class EchoCanceller:
         echo_cancellation: bool = True,
         reference_delay_ms: float = 0.0,
     ) -> None:
-        if sample_rate not in SUPPORTED_RATES:
-            raise AudioError(
-                f"echo cancellation runs at {', '.join(map(str, SUPPORTED_RATES))} Hz, "
-                f"not {sample_rate} Hz; resample first or run with --aec off"
-            )
-        if reference_delay_ms < 0:
-            raise ValueError(
-                f"reference_delay_ms must be >= 0, got {reference_delay_ms}"
-            )
-        try:
-            from livekit import rtc
-        except ImportError as exc:
-            raise AudioError(
-                f"echo cancellation needs the livekit package ({exc}); "
-                "reinstall with `uv sync` or run with --aec off"
-            ) from None
+        rtc = _import_rtc(sample_rate, reference_delay_ms)
         self.sample_rate = sample_rate
         self.chunk = sample_rate * CHUNK_MS // 1000
         self.echo_cancellation = echo_cancellation
         self.noise_suppression = noise_suppression
         self.error: str | None = None
-        self._apm = rtc.AudioProcessingModule(
-            echo_cancellation=echo_cancellation,
-            noise_suppression=noise_suppression,
-            high_pass_filter=echo_cancellation or noise_suppression,
-        )
-        if echo_cancellation:
-            # Required with AEC on; AEC3 then finds the real delay (0..500 ms) itself.
-            self._apm.set_stream_delay_ms(0)
+        self._apm = _processing_module(rtc, echo_cancellation, noise_suppression)
         self._far_in = ChunkSplitter(self.chunk)
         self._near_in = ChunkSplitter(self.chunk)
         self._far_buffer = Int16Chunk(rtc, sample_rate, self.chunk)
         self._near_buffer = Int16Chunk(rtc, sample_rate, self.chunk)
         self._delay_chunks = round(reference_delay_ms / CHUNK_MS)
-        self.reference_delay_ms = float(self._delay_chunks * CHUNK_MS)  # as applied
+        # the delay as applied: whole chunks
+        self.reference_delay_ms = float(self._delay_chunks * CHUNK_MS)
         silence = np.zeros(self.chunk, np.float32)
         self._far_queue: deque[np.ndarray] = deque([silence] * self._delay_chunks)
         self._hold_chunks = MAX_DELAY_MS // CHUNK_MS
