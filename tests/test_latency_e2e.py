@@ -36,7 +36,12 @@ def test_a_burst_at_the_mic_changes_moshis_voice_soon(tmp_path):
     )
     with latency_bus(virtual_audio_env(), f"latency{os.getpid()}") as bus:
         chat = measure_chat(REPO_ROOT, copy_flags(weight), bus, PROBE_S)
-    measured = [x for x in chat.latencies_s if x is not None]
+        measured = [x for x in chat.latencies_s if x is not None]
+        # frames skipped on a busy machine break the voice's period, and with it
+        # the bursts' detection (not the latency): one more chat then
+        if len(measured) < 3 and chat.skipped_frames > 0:
+            chat = measure_chat(REPO_ROOT, copy_flags(weight), bus, PROBE_S)
+            measured = [x for x in chat.latencies_s if x is not None]
     figures = f"measured {chat.latencies_s}; {chat.status}"
     assert len(measured) >= 3, figures
     median = float(np.median(measured))
