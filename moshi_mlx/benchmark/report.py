@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -120,45 +121,48 @@ def print_report(results: dict, console: Console | None = None) -> None:
         f"{results['device']}; clip: {results['clip']}, {results['frames']} frames",
         highlight=False,
     )
+    for level_table in _level_tables(cfg, levels):
+        console.print(level_table)
+    _print_mimi(console, results["mimi"])
+    for note in results["notes"]:
+        console.print(f"- {note}", highlight=False)
+
+
+def _level_tables(cfg: dict, levels: list[dict]) -> Iterator[Table]:
+    """The per-level tables: legend, speed, memory, extrapolation, codebooks."""
     legend = [[r["level"], r["quantization"], r["origin"]] for r in levels]
-    console.print(table("Levels", ["level", "quantization", "weights"], legend))
-    console.print(
-        table(
-            "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
-            ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
-            [_speed_row(r) for r in levels],
-        )
+    yield table("Levels", ["level", "quantization", "weights"], legend)
+    yield table(
+        "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
+        ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
+        [_speed_row(r) for r in levels],
     )
-    console.print(
-        table(
-            "Memory (MiB) and agreement with the float model",
-            ["level", "disk", "memory", "peak", "text top-1", "audio top-1"]
-            + ["text KL", "audio KL"],
-            [_memory_row(r) for r in levels],
-        )
+    yield table(
+        "Memory (MiB) and agreement with the float model",
+        ["level", "disk", "memory", "peak", "text top-1", "audio top-1"]
+        + ["text KL", "audio KL"],
+        [_memory_row(r) for r in levels],
     )
     if any("extrapolated" in r for r in levels):
-        console.print(
-            table(
-                f"Extrapolated to {cfg['full_num_layers']} layers from "
-                f"{cfg['num_layers']} (estimate; /L = per layer)",
-                ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s"]
-                + ["disk MiB", "mem MiB"],
-                [_extrapolated_row(r) for r in levels],
-            )
+        yield table(
+            f"Extrapolated to {cfg['full_num_layers']} layers from "
+            f"{cfg['num_layers']} (estimate; /L = per layer)",
+            ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s"]
+            + ["disk MiB", "mem MiB"],
+            [_extrapolated_row(r) for r in levels],
         )
     books = [
         [r["level"], *(f"{a:.3f}" for a in r["quality"]["audio_top1"])] for r in levels
     ]
-    console.print(
-        table(
-            "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
-            ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
-            books,
-        )
+    yield table(
+        "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
+        ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
+        books,
     )
 
-    mimi = results["mimi"]
+
+def _print_mimi(console: Console, mimi: dict) -> None:
+    """Mimi's streaming timings and its reconstruction table."""
     enc, dec = mimi["encode"], mimi["decode"]
     console.print(
         f"Mimi ({mimi['weights']}): streaming encode {enc['median_ms']:.1f} ms "
@@ -177,8 +181,6 @@ def print_report(results: dict, console: Console | None = None) -> None:
             codec,
         )
     )
-    for note in results["notes"]:
-        console.print(f"- {note}", highlight=False)
 
 
 def write_json(path: str | Path, results: dict) -> None:
