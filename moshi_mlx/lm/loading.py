@@ -11,6 +11,7 @@ from mlx.utils import tree_flatten
 
 from ..errors import WeightsError
 from ..quantization import (
+    QuantSpec,
     cast_parameters,
     check_bits_group,
     describe,
@@ -147,18 +148,7 @@ def lm_from_weights(
     shapes = _shapes(model)
     spec = infer_quantization(weights, shapes, source)
     if quantize is not None:
-        check_bits_group(*quantize)
-        if spec and set(spec.values()) != {tuple(quantize)}:
-            raise WeightsError(
-                f"{source} is already quantized ({describe(spec)}), not "
-                f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
-                "pass the matching bits"
-            )
-        if not spec:
-            quantized = quantize_weights(weights, *quantize)
-            weights.clear()
-            weights = quantized
-            spec = infer_quantization(weights, shapes, source)
+        weights, spec = _quantized_on_load(weights, shapes, spec, quantize, source)
     quantize_layers(model, spec)
     load_strict(model, weights, source)
     weights.clear()
@@ -170,6 +160,29 @@ def lm_from_weights(
             progress(done, len(params))
     model.eval()
     return model
+
+
+def _quantized_on_load(
+    weights: dict[str, mx.array],
+    shapes: dict[str, tuple[int, ...]],
+    spec: QuantSpec,
+    quantize: tuple[int, int],
+    source: str | Path,
+) -> tuple[dict[str, mx.array], QuantSpec]:
+    """`weights` and their spec quantized to `quantize` (emptying the float dict);
+    as they are if already so quantized, a WeightsError if otherwise."""
+    check_bits_group(*quantize)
+    if spec and set(spec.values()) != {tuple(quantize)}:
+        raise WeightsError(
+            f"{source} is already quantized ({describe(spec)}), not "
+            f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
+            "pass the matching bits"
+        )
+    if spec:
+        return weights, spec
+    quantized = quantize_weights(weights, *quantize)
+    weights.clear()
+    return quantized, infer_quantization(quantized, shapes, source)
 
 
 def load_lm(
