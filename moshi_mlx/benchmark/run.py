@@ -31,6 +31,7 @@ from ..weights import check_dtype
 from . import measure, metrics
 from .levels import Level, level_spec, parse_level
 from .models import (
+    BuiltLm,
     LmSource,
     build_lm,
     layer_bytes,
@@ -202,9 +203,7 @@ def measure_level(
     """Build one level, time it, compare its logits with the reference, then free it."""
     _free()
     mx.reset_peak_memory()
-    start = time.perf_counter()
-    built = build_lm(source, level, dtype)
-    load_s = time.perf_counter() - start
+    built, load_s = _timed_build(source, level, dtype)
     model = built.model
     steps = time_lm_steps(model, user_codes, sampling, alignment, warmup, progress)
     per_layer = (
@@ -231,6 +230,15 @@ def measure_level(
     del model, built
     _free()
     return result
+
+
+def _timed_build(
+    source: LmSource, level: Level, dtype: mx.Dtype
+) -> tuple[BuiltLm, float]:
+    """`build_lm` and the seconds it took."""
+    start = time.perf_counter()
+    built = build_lm(source, level, dtype)
+    return built, time.perf_counter() - start
 
 
 def replay_quality(
