@@ -29,6 +29,7 @@ from .weights import (
     hub_file,
     local_file,
     optional_hub_file,
+    optional_local_file,
 )
 
 VOICES = ("moshiko", "moshika")
@@ -126,11 +127,7 @@ def resolve_checkpoint(
     lm_config = _lm_config_file(request, repo_name)
     names = _read_json(lm_config, "--lm-config") if lm_config is not None else {}
     repo = _Repo(repo_name, names, request.offline)
-    mimi_config = (
-        local_file(request.mimi_config, "--mimi-config")
-        if request.mimi_config
-        else None
-    )
+    mimi_config = optional_local_file(request.mimi_config, "--mimi-config")
     tokenizer = repo.file(
         request.tokenizer, "--tokenizer", "tokenizer_name", TOKENIZER_FILENAME
     )
@@ -208,11 +205,7 @@ def _memory_plan(
     if not request.memory_check:
         return ()
     lm_name = repo.names.get("moshi_name", quant.filename)
-    local_lm = (
-        local_file(request.moshi_weight, "--moshi-weight")
-        if request.moshi_weight is not None
-        else None
-    )
+    local_lm = optional_local_file(request.moshi_weight, "--moshi-weight")
     lm_bytes = lm_weight_bytes(
         local_lm, repo.name, lm_name, quant, request.dtype, request.offline
     )
