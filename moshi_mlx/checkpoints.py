@@ -29,6 +29,7 @@ from .weights import (
     hub_file,
     local_file,
     optional_hub_file,
+    optional_local_file,
 )
 
 VOICES = ("moshiko", "moshika")
@@ -121,63 +122,24 @@ def resolve_checkpoint(
     `companions`: other models loaded beside Moshi, counted by the memory check.
     `available` overrides the measured free memory in bytes (for tests).
     """
-    if request.voice not in VOICES:
-        raise ConfigError(
-            f"--voice {request.voice} is unknown; use one of {', '.join(VOICES)}"
-        )
-    check_dtype(request.dtype)
-    quant = quantization_for(
-        request.quantized or _quantized_in_name(request.hf_repo) or DEFAULT_QUANTIZED
-    )
-    repo = request.hf_repo or official_repo(request.voice, quant.flag)
-
-    if request.lm_config is not None:
-        lm_config = local_file(request.lm_config, "--lm-config")
-    elif request.moshi_weight is not None:
-        lm_config = None
-    else:
-        lm_config = optional_hub_file(repo, REPO_CONFIG_FILENAME, request.offline)
+    quant = _requested_quantization(request)
+    repo_name = request.hf_repo or official_repo(request.voice, quant.flag)
+    lm_config = _lm_config_file(request, repo_name)
     names = _read_json(lm_config, "--lm-config") if lm_config is not None else {}
-
-    def fetch(local: Path | None, flag: str, name_key: str, default: str) -> Path:
-        if local is not None:
-            return local_file(local, flag)
-        filename = names.get(name_key, default)
-        return hub_file(repo, filename, offline=request.offline)
-
-    mimi_config = (
-        local_file(request.mimi_config, "--mimi-config")
-        if request.mimi_config
-        else None
-    )
-    tokenizer = fetch(
+    repo = _Repo(repo_name, names, request.offline)
+    mimi_config = optional_local_file(request.mimi_config, "--mimi-config")
+    tokenizer = repo.file(
         request.tokenizer, "--tokenizer", "tokenizer_name", TOKENIZER_FILENAME
     )
-    mimi_weight = fetch(
+    mimi_weight = repo.file(
         request.mimi_weight, "--mimi-weight", "mimi_name", MIMI_FILENAME
     )
     official = request.moshi_weight is None and request.hf_repo is None
     expected = quant if request.quantized is not None or official else None
-    float32: tuple[str, ...] = ()
-    if request.memory_check:
-        lm_name = names.get("moshi_name", quant.filename)
-        local_lm = (
-            local_file(request.moshi_weight, "--moshi-weight")
-            if request.moshi_weight is not None
-            else None
-        )
-        lm_bytes = lm_weight_bytes(
-            local_lm, repo, lm_name, quant, request.dtype, request.offline
-        )
-        if lm_bytes is not None:
-            stored = expected or stored_quantization(request.moshi_weight, quant)
-            estimate = estimate_memory(
-                lm_bytes, lm_config, mimi_weight, request.dtype, stored
-            ).with_companions(companions)
-            free = available_memory() if available is None else available
-            check_memory(estimate, stored, free)
-            float32 = float32_plan(estimate, lm_config, stored, request.dtype, free)
-    lm_weight = fetch(
+    float32 = _memory_plan(
+        request, repo, quant, expected, lm_config, mimi_weight, companions, available
+    )
+    lm_weight = repo.file(
         request.moshi_weight, "--moshi-weight", "moshi_name", quant.filename
     )
     return Checkpoint(
@@ -190,3 +152,69 @@ def resolve_checkpoint(
         request.dtype,
         float32,
     )
+
+
+def _requested_quantization(request: WeightRequest) -> Quantization:
+    """Check voice and dtype; the quantization (flag, else repo name, else default)."""
+    if request.voice not in VOICES:
+        raise ConfigError(
+            f"--voice {request.voice} is unknown; use one of {', '.join(VOICES)}"
+        )
+    check_dtype(request.dtype)
+    return quantization_for(
+        request.quantized or _quantized_in_name(request.hf_repo) or DEFAULT_QUANTIZED
+    )
+
+
+def _lm_config_file(request: WeightRequest, repo: str) -> Path | None:
+    """--lm-config, else the repo's config.json (None: --moshi-weight, or absent)."""
+    if request.lm_config is not None:
+        return local_file(request.lm_config, "--lm-config")
+    if request.moshi_weight is not None:
+        return None
+    return optional_hub_file(repo, REPO_CONFIG_FILENAME, request.offline)
+
+
+@dataclass(frozen=True)
+class _Repo:
+    """A Hugging Face repo and the file names its config.json gives (if any)."""
+
+    name: str
+    names: dict
+    offline: bool
+
+    def file(self, local: Path | None, flag: str, name_key: str, default: str) -> Path:
+        """`local` if given (it must exist), else the repo's file `names[name_key]`."""
+        if local is not None:
+            return local_file(local, flag)
+        filename = self.names.get(name_key, default)
+        return hub_file(self.name, filename, offline=self.offline)
+
+
+def _memory_plan(
+    request: WeightRequest,
+    repo: _Repo,
+    quant: Quantization,
+    expected: Quantization | None,
+    lm_config: Path | None,
+    mimi_weight: Path,
+    companions: tuple[CompanionModel, ...],
+    available: int | None,
+) -> tuple[str, ...]:
+    """Check that the model fits (if asked); the LM parts memory allows in float32."""
+    if not request.memory_check:
+        return ()
+    lm_name = repo.names.get("moshi_name", quant.filename)
+    local_lm = optional_local_file(request.moshi_weight, "--moshi-weight")
+    lm_bytes = lm_weight_bytes(
+        local_lm, repo.name, lm_name, quant, request.dtype, request.offline
+    )
+    if lm_bytes is None:
+        return ()
+    stored = expected or stored_quantization(request.moshi_weight, quant)
+    estimate = estimate_memory(
+        lm_bytes, lm_config, mimi_weight, request.dtype, stored
+    ).with_companions(companions)
+    free = available_memory() if available is None else available
+    check_memory(estimate, stored, free)
+    return float32_plan(estimate, lm_config, stored, request.dtype, free)

@@ -63,6 +63,11 @@ def local_file(path: str | Path, flag: str) -> Path:
     return path
 
 
+def optional_local_file(path: str | Path | None, flag: str) -> Path | None:
+    """`local_file(path, flag)`, or None when the flag was not given."""
+    return None if path is None else local_file(path, flag)
+
+
 def load_safetensors(path: str | Path) -> dict[str, mx.array]:
     """Read every tensor of a safetensors file, with a clear error for a bad path or format."""
     path = Path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import load_tiny_engine
 
 from moshi_mlx.errors import ConfigError
 from moshi_mlx.text import TEXT_EPAD, TEXT_PAD, Tokenizer, WordAssembler
@@ -32,6 +33,17 @@ def test_pieces_match_the_reference_printout(tokenizer, stt_fixtures):
     assert tokenizer.piece(100) == "" and tokenizer.piece(-1) == ""
 
 
+def test_moshi_engine_takes_the_padding_ids_from_its_config(lm_fixtures, tmp_path):
+    """The chat's pieces skip the LM config's PAD and EPAD, as the STT's words do."""
+    config = json.loads((lm_fixtures / "config.json").read_text())
+    config.update(existing_text_padding_id=4, existing_text_end_padding_id=6)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    engine = load_tiny_engine(lm_config=path)
+    # " t" and "he" with the default ids (test above)
+    assert [engine._piece(t) for t in (4, 6)] == ["", ""]
+
+
 def test_decode_skips_padding(tokenizer, lm_fixtures):
     summary = json.loads((lm_fixtures / "ref_summary.json").read_text())
     tokens = summary["variants"]["ref.safetensors"]["text_tokens"]
@@ -42,7 +54,7 @@ def test_words_are_assembled_with_their_first_step(tokenizer):
     ids = tokenizer.encode("the house and the wave")
     # stream: padding, then each word's pieces back to back, with PAD/EPAD between words
     stream, starts = [TEXT_PAD, TEXT_PAD], []
-    for word in "the house and the wave".split():
+    for word in ["the", "house", "and", "the", "wave"]:
         stream.append(TEXT_EPAD)
         word_ids = tokenizer.encode(word)
         starts.append(len(stream))
@@ -55,7 +67,7 @@ def test_words_are_assembled_with_their_first_step(tokenizer):
     words += assembler.flush()
     assert words == [
         Word(s * 0.08, w)
-        for w, s in zip("the house and the wave".split(), starts, strict=True)
+        for w, s in zip(["the", "house", "and", "the", "wave"], starts, strict=True)
     ]
     assert assembler.flush() == []
 

@@ -96,21 +96,8 @@ def run_chat(
     )
     engine, transcriber = _load_models(request, sampling, alignment, stt, console)
     with audio:
-        echo = None
-        # a caller's own filter replaces echo cancellation
-        if options.mic_filter is None:
-            echo = make_echo_canceller(options, audio.stats(), engine.sample_rate)
-            hint = ECHO_HINT if echo is not None and echo.active else HEADPHONES_HINT
-            console.print(hint, style="yellow", soft_wrap=True)
-        recorder = None
-        if options.record_dir is not None:
-            recorder = Recorder(
-                options.record_dir,
-                engine.sample_rate,
-                engine.frame_size,
-                processed=options.record_processed,
-                user_words=transcriber is not None,
-            )
+        echo = _echo_with_hint(options, audio, engine.sample_rate, console)
+        recorder = _recorder(options, engine, user_words=transcriber is not None)
         session = ChatSession(
             engine,
             audio,
@@ -122,6 +109,34 @@ def run_chat(
             transcriber=transcriber,
         )
         session.run()
+
+
+def _echo_with_hint(
+    options: ChatOptions, audio: ChatAudio, sample_rate: int, console: Console
+) -> EchoCanceller | None:
+    """The echo canceller of the options, after printing the echo/headphones hint;
+    None, and no hint, when the caller's own mic filter replaces it."""
+    if options.mic_filter is not None:
+        return None
+    echo = make_echo_canceller(options, audio.stats(), sample_rate)
+    hint = ECHO_HINT if echo is not None and echo.active else HEADPHONES_HINT
+    console.print(hint, style="yellow", soft_wrap=True)
+    return echo
+
+
+def _recorder(
+    options: ChatOptions, engine: MoshiEngine, user_words: bool
+) -> Recorder | None:
+    """The recorder of `options.record_dir` (None: not recording)."""
+    if options.record_dir is None:
+        return None
+    return Recorder(
+        options.record_dir,
+        engine.sample_rate,
+        engine.frame_size,
+        processed=options.record_processed,
+        user_words=user_words,
+    )
 
 
 def _load_models(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
 import numpy as np
@@ -13,6 +13,9 @@ from ..checkpoints import Checkpoint
 from ..errors import WeightsError
 from ..lm.generate import DEFAULT_ALIGNMENT
 from ..lm.sampling import SamplingSettings
+
+if TYPE_CHECKING:
+    from ..lm import Lm, LmConfig
 
 # enough for the delayed audio streams to reach Mimi's decoder
 WARMUP_FRAMES = 4
@@ -124,9 +127,7 @@ def load_engine(
     `mimi_codebooks`: encode this many codebooks of each mic frame when it is more
     than Moshi reads (for a user transcriber); Moshi still reads its own first ones.
     """
-    from ..lm import LmConfig, LmGen, load_lm
-    from ..lm.float32 import promote
-    from ..lm.loading import quantization_of
+    from ..lm import LmConfig, LmGen
     from ..mimi import MimiStream, open_mimi
     from ..text import Tokenizer
 
@@ -136,6 +137,30 @@ def load_engine(
         checkpoint.mimi_config,
         num_codebooks=max(lm_config.user_codebooks, mimi_codebooks or 0),
     )
+    model = _load_moshi_lm(checkpoint, lm_config)
+    tokenizer = Tokenizer(checkpoint.tokenizer, lm_config.text_padding_ids)
+    text_sampler, audio_sampler = sampling.samplers()
+    gen = LmGen(
+        model, text_sampler, audio_sampler, seed=sampling.seed, alignment=alignment
+    )
+    return MoshiEngine(
+        MimiStream(mimi),
+        gen,
+        tokenizer.piece,
+        mimi.config.sample_rate,
+        mimi.frame_size,
+        lm_config.context,
+        lm_codebooks=lm_config.user_codebooks,
+    )
+
+
+def _load_moshi_lm(checkpoint: Checkpoint, lm_config: LmConfig) -> Lm:
+    """The LM in the checkpoint's format (refusing a quantized file for bf16), with
+    the float32 parts the memory check allowed promoted."""
+    from ..lm import load_lm
+    from ..lm.float32 import promote
+    from ..lm.loading import quantization_of
+
     quant = checkpoint.quantization
     model = load_lm(
         checkpoint.lm_weight,
@@ -150,18 +175,4 @@ def load_engine(
             "drop --quantized bf16 or pass the matching --quantized 4|8"
         )
     promote(model, checkpoint.float32_parts)
-    tokenizer = Tokenizer(checkpoint.tokenizer)
-
-    text_sampler, audio_sampler = sampling.samplers()
-    gen = LmGen(
-        model, text_sampler, audio_sampler, seed=sampling.seed, alignment=alignment
-    )
-    return MoshiEngine(
-        MimiStream(mimi),
-        gen,
-        tokenizer.piece,
-        mimi.config.sample_rate,
-        mimi.frame_size,
-        lm_config.context,
-        lm_codebooks=lm_config.user_codebooks,
-    )
+    return model

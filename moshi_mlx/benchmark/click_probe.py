@@ -20,8 +20,12 @@ frame earlier, allowing for the few samples a sound server may slip.
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,30 +98,30 @@ class LatencyBus:
     probe_env: dict[str, str]  # plays into the microphone, records the whole bus
 
 
-@contextmanager
-def latency_bus(env: dict[str, str], name: str = "latency") -> Iterator[LatencyBus]:
-    """Build the bus on the PulseAudio server of `env` (pactl); remove it on exit."""
-    bus, speaker, mic, probe = (
-        f"{name}_{p}" for p in ("bus", "speaker", "mic", "probe")
-    )
-    env = {k: v for k, v in env.items() if k not in ("PULSE_SINK", "PULSE_SOURCE")}
-    modules: list[str] = []
-    keepalive = None
+class _PactlModules:
+    """Modules loaded with pactl on the server of `env`, unloaded in reverse."""
 
-    def load(*args: str) -> None:
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.ids: list[str] = []
+
+    def load(self, *args: str) -> None:
+        """Load one module (`pactl load-module ARGS`) and remember its id."""
         result = subprocess.run(
             ["pactl", "load-module", *args],
-            env=env,
+            check=False,
+            env=self.env,
             capture_output=True,
             text=True,
             timeout=20,
         )
         if result.returncode != 0:
             raise RuntimeError(f"pactl load-module {args[0]}: {result.stderr.strip()}")
-        modules.append(result.stdout.strip())
+        self.ids.append(result.stdout.strip())
 
-    def remap(kind: str, name: str, master: str, channel: str) -> None:
-        load(
+    def remap(self, kind: str, name: str, master: str, channel: str) -> None:
+        """A mono sink or source (`kind`) on one `channel` of `master`, no remixing."""
+        self.load(
             f"module-remap-{kind}",
             f"{kind}_name={name}",
             f"master={master}",
@@ -127,18 +131,45 @@ def latency_bus(env: dict[str, str], name: str = "latency") -> Iterator[LatencyB
             "remix=no",
         )
 
+    def unload_all(self) -> None:
+        """Unload every loaded module, last first."""
+        for module in reversed(self.ids):
+            subprocess.run(
+                ["pactl", "unload-module", module],
+                env=self.env,
+                timeout=20,
+                check=False,
+            )
+
+
+def _load_bus(
+    modules: _PactlModules, bus: str, speaker: str, mic: str, probe: str
+) -> None:
+    """The stereo null sink `bus`: speaker on the left, probe and mic on the right."""
+    # no rewinds: a rewind re-sends audio to the monitor and shifts it in time
+    modules.load(
+        "module-null-sink",
+        f"sink_name={bus}",
+        f"rate={RATE}",
+        "channels=2",
+        "norewinds=1",
+    )
+    modules.remap("sink", speaker, bus, "front-left")
+    modules.remap("sink", probe, bus, "front-right")
+    modules.remap("source", mic, f"{bus}.monitor", "front-right")
+
+
+@contextmanager
+def latency_bus(env: dict[str, str], name: str = "latency") -> Iterator[LatencyBus]:
+    """Build the bus on the PulseAudio server of `env` (pactl); remove it on exit."""
+    bus, speaker, mic, probe = (
+        f"{name}_{p}" for p in ("bus", "speaker", "mic", "probe")
+    )
+    env = {k: v for k, v in env.items() if k not in ("PULSE_SINK", "PULSE_SOURCE")}
+    modules = _PactlModules(env)
+    keepalive = None
     try:
-        # no rewinds: a rewind re-sends audio to the monitor and shifts it in time
-        load(
-            "module-null-sink",
-            f"sink_name={bus}",
-            f"rate={RATE}",
-            "channels=2",
-            "norewinds=1",
-        )
-        remap("sink", speaker, bus, "front-left")
-        remap("sink", probe, bus, "front-right")
-        remap("source", mic, f"{bus}.monitor", "front-right")
+        _load_bus(modules, bus, speaker, mic, probe)
         # a reader keeps the idle null sink rendering in small blocks
         keepalive = subprocess.Popen(
             ["parec", "--latency-msec=20", f"--device={bus}.monitor"],
@@ -153,10 +184,7 @@ def latency_bus(env: dict[str, str], name: str = "latency") -> Iterator[LatencyB
         if keepalive is not None:
             keepalive.terminate()
             keepalive.wait(timeout=10)
-        for module in reversed(modules):
-            subprocess.run(
-                ["pactl", "unload-module", module], env=env, timeout=20, check=False
-            )
+        modules.unload_all()
 
 
 def run_probe(env: dict[str, str], seconds: float, seed: int = 0) -> ProbeRun:
@@ -168,6 +196,7 @@ def run_probe(env: dict[str, str], seconds: float, seed: int = 0) -> ProbeRun:
         result = subprocess.run(
             [sys.executable, "-m", __spec__.name, str(out), "--seconds", str(seconds)]
             + ["--seed", str(seed)],
+            check=False,
             env=env,
             capture_output=True,
             text=True,
@@ -201,11 +230,6 @@ def measure_chat(
 ) -> ChatLatency:
     """Run `python cli.py chat --no-ui CHAT_ARGS` of checkout `repo` on the bus,
     probe it for `seconds` once it listens (and its voice settled), stop it."""
-    import re
-    import signal
-    import threading
-    import time
-
     process = subprocess.Popen(
         [sys.executable, "cli.py", "chat", "--no-ui", *chat_args],
         cwd=repo,
@@ -214,17 +238,7 @@ def measure_chat(
         stderr=subprocess.PIPE,
         text=True,
     )
-    lines: list[str] = []
-    listening = threading.Event()
-
-    def read() -> None:
-        for line in process.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("listening"):
-                listening.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    lines, listening, reader = _follow_stdout(process)
     try:
         if not listening.wait(start_timeout_s):
             raise RuntimeError(f"the chat did not start: {process.stderr.read()}")
@@ -238,12 +252,35 @@ def measure_chat(
     reader.join(timeout=5)
     if process.returncode != 0:
         raise RuntimeError(f"the chat failed ({process.returncode}): {stderr}")
+    return _chat_latency(latencies(run), lines)
+
+
+def _follow_stdout(
+    process: subprocess.Popen,
+) -> tuple[list[str], threading.Event, threading.Thread]:
+    """Collect `process`'s stdout lines in a thread; the event is set at 'listening'."""
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("listening"):
+                listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, listening, reader
+
+
+def _chat_latency(delays: list[float | None], lines: list[str]) -> ChatLatency:
+    """The measured `delays` with what the chat's last status line says."""
     status = [line for line in lines if line.startswith("status ")][-1]
     panel = re.search(r"latency ≈ (\d+) ms mic → speaker", status)
     counts = re.search(r"overflows \d+ frames · (\d+) \((\d+\.\d+) s\)", status)
     skipped = re.search(r"skipped \(late\) (\d+) frames", status)
     return ChatLatency(
-        latencies(run),
+        delays,
         status,
         None if panel is None else float(panel[1]) / 1000,
         int(counts[1]),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +19,9 @@ from rich.table import Table
 
 from ..errors import MoshiError
 from .measure import MIB, machine, peak_process_mib
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 class RichProgress:
@@ -120,45 +125,48 @@ def print_report(results: dict, console: Console | None = None) -> None:
         f"{results['device']}; clip: {results['clip']}, {results['frames']} frames",
         highlight=False,
     )
+    for level_table in _level_tables(cfg, levels):
+        console.print(level_table)
+    _print_mimi(console, results["mimi"])
+    for note in results["notes"]:
+        console.print(f"- {note}", highlight=False)
+
+
+def _level_tables(cfg: dict, levels: list[dict]) -> Iterator[Table]:
+    """The per-level tables: legend, speed, memory, extrapolation, codebooks."""
     legend = [[r["level"], r["quantization"], r["origin"]] for r in levels]
-    console.print(table("Levels", ["level", "quantization", "weights"], legend))
-    console.print(
-        table(
-            "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
-            ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
-            [_speed_row(r) for r in levels],
-        )
+    yield table("Levels", ["level", "quantization", "weights"], legend)
+    yield table(
+        "Speed per 80 ms frame (frame = LM step + Mimi encode + decode)",
+        ["level", "load s", "LM step ms", "p95 ms", "frame ms", "RTF", "frames/s"],
+        [_speed_row(r) for r in levels],
     )
-    console.print(
-        table(
-            "Memory (MiB) and agreement with the float model",
-            ["level", "disk", "memory", "peak", "text top-1", "audio top-1"]
-            + ["text KL", "audio KL"],
-            [_memory_row(r) for r in levels],
-        )
+    yield table(
+        "Memory (MiB) and agreement with the float model",
+        ["level", "disk", "memory", "peak", "text top-1", "audio top-1"]
+        + ["text KL", "audio KL"],
+        [_memory_row(r) for r in levels],
     )
     if any("extrapolated" in r for r in levels):
-        console.print(
-            table(
-                f"Extrapolated to {cfg['full_num_layers']} layers from "
-                f"{cfg['num_layers']} (estimate; /L = per layer)",
-                ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s"]
-                + ["disk MiB", "mem MiB"],
-                [_extrapolated_row(r) for r in levels],
-            )
+        yield table(
+            f"Extrapolated to {cfg['full_num_layers']} layers from "
+            f"{cfg['num_layers']} (estimate; /L = per layer)",
+            ["level", "ms/L", "MiB/L", "step ms", "frame ms", "RTF", "frames/s"]
+            + ["disk MiB", "mem MiB"],
+            [_extrapolated_row(r) for r in levels],
         )
     books = [
         [r["level"], *(f"{a:.3f}" for a in r["quality"]["audio_top1"])] for r in levels
     ]
-    console.print(
-        table(
-            "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
-            ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
-            books,
-        )
+    yield table(
+        "Top-1 agreement with the float model per audio codebook (KL in the JSON)",
+        ["level", *(f"cb{k}" for k in range(cfg["dep_q"]))],
+        books,
     )
 
-    mimi = results["mimi"]
+
+def _print_mimi(console: Console, mimi: dict) -> None:
+    """Mimi's streaming timings and its reconstruction table."""
     enc, dec = mimi["encode"], mimi["decode"]
     console.print(
         f"Mimi ({mimi['weights']}): streaming encode {enc['median_ms']:.1f} ms "
@@ -177,19 +185,26 @@ def print_report(results: dict, console: Console | None = None) -> None:
             codec,
         )
     )
-    for note in results["notes"]:
-        console.print(f"- {note}", highlight=False)
 
 
 def write_json(path: str | Path, results: dict) -> None:
     """Write the results with the machine description and the process's peak memory."""
     path = Path(path)
     payload = {"machine": machine(), "peak_process_mib": peak_process_mib(), **results}
+    _write(path, lambda: path.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def _write(path: Path, write: Callable[[], object]) -> None:
+    """Make `path`'s folder and call `write`; a MoshiError if either fails."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n")
+        write()
     except OSError as exc:
         raise MoshiError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# width of one bar in a group
+_BAR = 0.27
 
 
 def write_plot(path: Path, results: dict) -> None:
@@ -198,44 +213,49 @@ def write_plot(path: Path, results: dict) -> None:
 
     levels = results["levels"]
     names = [r["level"] for r in levels]
-    x = range(len(names))
     fig = Figure(figsize=(4.2 * 3, 4.2), layout="constrained")
     speed, memory, quality = fig.subplots(1, 3)
-
-    median = [r["lm_step"]["median_ms"] for r in levels]
-    p95 = [r["lm_step"]["p95_ms"] - m for r, m in zip(levels, median, strict=True)]
-    speed.bar(x, median, yerr=[[0] * len(median), p95], capsize=3, color="tab:blue")
-    speed.axhline(80, color="tab:red", linestyle="--", label="80 ms frame")
-    cfg = results["config"]
-    layers = f"{cfg['num_layers']} of {cfg['full_num_layers']} layers"
-    speed.set_title(f"LM step ms, median / p95 ({layers})")
-    speed.legend()
-
-    width = 0.27
-    for offset, key, label in (
-        (-width, "disk_bytes", "on disk"),
-        (0, "memory_bytes", "weights in memory"),
-        (width, "peak_memory_bytes", "peak (MLX)"),
-    ):
-        heights = [r[key] / MIB for r in levels]
-        memory.bar([i + offset for i in x], heights, width, label=label)
-    memory.set_title("memory MiB")
-
-    for offset, key, label in (
-        (-width / 2, "text_top1", "text"),
-        (width / 2, "audio_top1_mean", "audio (mean of codebooks)"),
-    ):
-        heights = [r["quality"][key] for r in levels]
-        quality.bar([i + offset for i in x], heights, width, label=label)
-    quality.set_ylim(0, 1.05)
-    quality.set_title("top-1 agreement with the float model")
-
+    _plot_speed(speed, levels, results["config"])
+    _plot_memory(memory, levels)
+    _plot_quality(quality, levels)
     for ax in (speed, memory, quality):
-        ax.set_xticks(list(x), names, rotation=30)
+        ax.set_xticks(list(range(len(names))), names, rotation=30)
     for ax in (memory, quality):
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize="small")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise MoshiError(f"cannot write {path}: {exc.strerror or exc}") from None
+    _write(path, lambda: fig.savefig(path, dpi=110))
+
+
+def _plot_speed(ax: Axes, levels: list[dict], cfg: dict) -> None:
+    """LM step ms per level: median bars, p95 whiskers, the 80 ms frame line."""
+    median = [r["lm_step"]["median_ms"] for r in levels]
+    p95 = [r["lm_step"]["p95_ms"] - m for r, m in zip(levels, median, strict=True)]
+    x = range(len(levels))
+    ax.bar(x, median, yerr=[[0] * len(median), p95], capsize=3, color="tab:blue")
+    ax.axhline(80, color="tab:red", linestyle="--", label="80 ms frame")
+    layers = f"{cfg['num_layers']} of {cfg['full_num_layers']} layers"
+    ax.set_title(f"LM step ms, median / p95 ({layers})")
+    ax.legend()
+
+
+def _plot_memory(ax: Axes, levels: list[dict]) -> None:
+    """Disk, in-memory and peak MiB per level."""
+    for offset, key, label in (
+        (-_BAR, "disk_bytes", "on disk"),
+        (0, "memory_bytes", "weights in memory"),
+        (_BAR, "peak_memory_bytes", "peak (MLX)"),
+    ):
+        heights = [r[key] / MIB for r in levels]
+        ax.bar([i + offset for i in range(len(levels))], heights, _BAR, label=label)
+    ax.set_title("memory MiB")
+
+
+def _plot_quality(ax: Axes, levels: list[dict]) -> None:
+    """Text and mean audio top-1 agreement with the float model per level."""
+    for offset, key, label in (
+        (-_BAR / 2, "text_top1", "text"),
+        (_BAR / 2, "audio_top1_mean", "audio (mean of codebooks)"),
+    ):
+        heights = [r["quality"][key] for r in levels]
+        ax.bar([i + offset for i in range(len(levels))], heights, _BAR, label=label)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("top-1 agreement with the float model")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from ..weights import check_dtype
 from . import measure, metrics
 from .levels import Level, level_spec, parse_level
 from .models import (
+    BuiltLm,
     LmSource,
     build_lm,
     layer_bytes,
@@ -201,24 +203,13 @@ def measure_level(
     """Build one level, time it, compare its logits with the reference, then free it."""
     _free()
     mx.reset_peak_memory()
-    start = time.perf_counter()
-    built = build_lm(source, level, dtype)
-    load_s = time.perf_counter() - start
+    built, load_s = _timed_build(source, level, dtype)
     model = built.model
     steps = time_lm_steps(model, user_codes, sampling, alignment, warmup, progress)
     per_layer = (
         time_temporal_layers(model, len(user_codes), warmup) / model.cfg.num_layers
     )
-    text, audio = record_run(
-        model,
-        user_codes,
-        replay(reference.text_tokens),
-        replay(reference.audio_tokens),
-        alignment=alignment,
-        on_frame=lambda done, total: progress.frames(
-            "teacher-forced replay", done, total
-        ),
-    )
+    quality = replay_quality(model, user_codes, reference, alignment, progress)
     result = {
         "level": level.name,
         "quantization": level.describe(),
@@ -234,11 +225,41 @@ def measure_level(
             "disk_bytes": built.layer_disk_bytes,
             "memory_bytes": layer_bytes(model),
         },
-        "quality": compare(reference, text.stacked(), audio.stacked()),
+        "quality": quality,
     }
-    del model, built, text, audio
+    del model, built
     _free()
     return result
+
+
+def _timed_build(
+    source: LmSource, level: Level, dtype: mx.Dtype
+) -> tuple[BuiltLm, float]:
+    """`build_lm` and the seconds it took."""
+    start = time.perf_counter()
+    built = build_lm(source, level, dtype)
+    return built, time.perf_counter() - start
+
+
+def replay_quality(
+    model: Lm,
+    user_codes: np.ndarray,
+    reference: Reference,
+    alignment: str,
+    progress: Progress,
+) -> dict:
+    """Replay the reference tokens through `model`; `compare` its logits."""
+    text, audio = record_run(
+        model,
+        user_codes,
+        replay(reference.text_tokens),
+        replay(reference.audio_tokens),
+        alignment=alignment,
+        on_frame=lambda done, total: progress.frames(
+            "teacher-forced replay", done, total
+        ),
+    )
+    return compare(reference, text.stacked(), audio.stacked())
 
 
 def add_frame_figures(
@@ -276,15 +297,69 @@ def run_benchmark(
     `alignment`: when the LM reads the user's frames (see `LmGen`).
     """
     progress = progress or _Silent()
+    levels, sources = _plan(request, options)
+    source = sources.lm
+    dtype = getattr(mx, request.dtype)
+    clip = measure_clip(sources, options, progress)
+    codes = clip.user_codes
+    reference = reference_run(source, dtype, codes, sampling, alignment, progress)
+    _free()
+    results = [
+        measure_level(
+            source,
+            level,
+            dtype,
+            codes,
+            reference,
+            sampling,
+            alignment,
+            options.warmup,
+            progress,
+        )
+        for level in _announced(levels, progress)
+    ]
+    mimi_ms = clip.mimi["encode"]["median_ms"] + clip.mimi["decode"]["median_ms"]
+    for result in results:
+        add_frame_figures(result, mimi_ms, source.config.num_layers, source.full_layers)
+    return _results(sources, request.dtype, sampling, alignment, clip, results)
+
+
+def _plan(request: WeightRequest, options: BenchOptions) -> tuple[list[Level], Sources]:
+    """The distinct levels and their sources; refuses what cannot be built."""
     levels = list(dict.fromkeys(parse_level(name) for name in options.levels))
     check_dtype(request.dtype)
     sources = resolve_sources(request, options, levels)
-    source, cfg = sources.lm, sources.lm.config
-    shapes = float_shapes(cfg)
+    shapes = float_shapes(sources.lm.config)
     for level in levels:
-        level_spec(level, shapes)  # refuse a level that cannot be built before any work
-    dtype = getattr(mx, request.dtype)
+        # refuse a level that cannot be built before any work
+        level_spec(level, shapes)
+    return levels, sources
 
+
+def _announced(levels: list[Level], progress: Progress) -> Iterator[Level]:
+    """Yield each level after telling `progress`; then report all of them done."""
+    for i, level in enumerate(levels):
+        progress.level(level.name, i, len(levels))
+        yield level
+    progress.level("", len(levels), len(levels))
+
+
+@dataclass
+class Clip:
+    """The speech clip as the LM hears it, and Mimi's figures on it."""
+
+    # where the clip came from
+    name: str
+    looped: bool
+    # (F, K) user codes
+    user_codes: np.ndarray
+    # `measure_mimi`'s result with "weights" (where Mimi's weights came from)
+    mimi: dict
+
+
+def measure_clip(sources: Sources, options: BenchOptions, progress: Progress) -> Clip:
+    """Open Mimi, read and fit the clip, measure Mimi on it, then free Mimi."""
+    cfg = sources.lm.config
     mimi = open_mimi(
         sources.mimi_weight,
         sources.mimi_config,
@@ -300,41 +375,31 @@ def run_benchmark(
             f"Mimi has {mimi.config.quantizer.bins} codes per codebook but the LM "
             f"expects {cfg.card}; pass the matching --mimi-weight / --mimi-config"
         )
-    pcm, clip = read_clip(options.wav, mimi.config.sample_rate)
+    pcm, name = read_clip(options.wav, mimi.config.sample_rate)
     pcm, looped = fit_frames(pcm, mimi.frame_size, options.frames)
     mimi_result, user_codes = measure_mimi(mimi, pcm, options.warmup, progress)
     mimi_result["weights"] = mimi_origin
     del mimi
     _free()
+    return Clip(name, looped, user_codes, mimi_result)
 
-    reference = reference_run(source, dtype, user_codes, sampling, alignment, progress)
-    _free()
-    results = []
-    for i, level in enumerate(levels):
-        progress.level(level.name, i, len(levels))
-        results.append(
-            measure_level(
-                source,
-                level,
-                dtype,
-                user_codes,
-                reference,
-                sampling,
-                alignment,
-                options.warmup,
-                progress,
-            )
-        )
-    progress.level("", len(levels), len(levels))
-    mimi_ms = mimi_result["encode"]["median_ms"] + mimi_result["decode"]["median_ms"]
-    for result in results:
-        add_frame_figures(result, mimi_ms, cfg.num_layers, source.full_layers)
+
+def _results(
+    sources: Sources,
+    dtype: str,
+    sampling: SamplingSettings,
+    alignment: str,
+    clip: Clip,
+    levels: list[dict],
+) -> dict:
+    """The JSON-ready results of `run_benchmark`."""
+    source, cfg = sources.lm, sources.lm.config
     return {
         "benchmark": "quantization",
         "weights": {
             "lm": source.description,
             "random": sources.random,
-            "mimi": mimi_origin,
+            "mimi": clip.mimi["weights"],
         },
         "config": {
             "num_layers": cfg.num_layers,
@@ -344,15 +409,15 @@ def run_benchmark(
             "card": cfg.card,
             "dep_q": cfg.dep_q,
         },
-        "dtype": request.dtype,
+        "dtype": dtype,
         "device": str(mx.default_device()),
-        "clip": clip,
-        "frames": len(user_codes),
-        "looped": looped,
+        "clip": clip.name,
+        "frames": len(clip.user_codes),
+        "looped": clip.looped,
         "sampling": {**dataclasses.asdict(sampling), "alignment": alignment},
-        "mimi": mimi_result,
-        "levels": results,
-        "notes": notes(sources, cfg, looped),
+        "mimi": clip.mimi,
+        "levels": levels,
+        "notes": notes(sources, cfg, clip.looped),
     }
 
 

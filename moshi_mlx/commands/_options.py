@@ -121,34 +121,23 @@ def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     """Add temperature / top-k for text and audio, and --seed."""
     default = SamplingSettings()
     group = parser.add_argument_group("sampling (temperature 0 = greedy, reproducible)")
-    group.add_argument(
-        "--text-temperature",
-        type=float,
-        default=default.text_temperature,
-        metavar="T",
-        help=f"text sampling temperature (default {default.text_temperature})",
-    )
-    group.add_argument(
-        "--text-top-k",
-        type=int,
-        default=default.text_top_k,
-        metavar="K",
-        help=f"sample text among the K likeliest (default {default.text_top_k})",
-    )
-    group.add_argument(
-        "--audio-temperature",
-        type=float,
-        default=default.audio_temperature,
-        metavar="T",
-        help=f"audio sampling temperature (default {default.audio_temperature})",
-    )
-    group.add_argument(
-        "--audio-top-k",
-        type=int,
-        default=default.audio_top_k,
-        metavar="K",
-        help=f"sample audio among the K likeliest (default {default.audio_top_k})",
-    )
+    for stream in ("text", "audio"):
+        temperature = getattr(default, f"{stream}_temperature")
+        top_k = getattr(default, f"{stream}_top_k")
+        group.add_argument(
+            f"--{stream}-temperature",
+            type=float,
+            default=temperature,
+            metavar="T",
+            help=f"{stream} sampling temperature (default {temperature})",
+        )
+        group.add_argument(
+            f"--{stream}-top-k",
+            type=int,
+            default=top_k,
+            metavar="K",
+            help=f"sample {stream} among the K likeliest (default {top_k})",
+        )
     group.add_argument(
         "--seed",
         type=int,

@@ -102,23 +102,7 @@ class LmConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> LmConfig:
         """Build from a parsed Kyutai config.json; `source` names it in errors."""
-        for key, allowed in _UNSUPPORTED.items():
-            if data.get(key, allowed[0]) not in allowed:
-                raise ConfigError(
-                    f"{source}: {key}={data[key]!r} is not supported "
-                    f"(expected {allowed[0]!r})"
-                )
-        missing = [
-            k
-            for k in ("dim", "num_heads", "num_layers", "text_card", "card", "n_q")
-            if k not in data
-        ]
-        if missing:
-            raise ConfigError(
-                f"{source}: no {', '.join(repr(k) for k in missing)} key; it lacks the "
-                "model architecture (use the config.json of the Hugging Face model "
-                "repository)"
-            )
+        _check_keys(data, source)
         stt = data.get("stt_config")
         try:
             return cls(
@@ -197,3 +181,24 @@ class LmConfig:
     def text_padding_ids(self) -> tuple[int, int]:
         """Text ids that carry no text: PAD and EPAD (end of padding)."""
         return (self.existing_text_padding_id, self.existing_text_end_padding_id)
+
+
+def _check_keys(data: dict, source: str) -> None:
+    """ConfigError for an unsupported option or a missing architecture key."""
+    for key, allowed in _UNSUPPORTED.items():
+        if data.get(key, allowed[0]) not in allowed:
+            raise ConfigError(
+                f"{source}: {key}={data[key]!r} is not supported "
+                f"(expected {allowed[0]!r})"
+            )
+    missing = [
+        k
+        for k in ("dim", "num_heads", "num_layers", "text_card", "card", "n_q")
+        if k not in data
+    ]
+    if missing:
+        raise ConfigError(
+            f"{source}: no {', '.join(repr(k) for k in missing)} key; it lacks the "
+            "model architecture (use the config.json of the Hugging Face model "
+            "repository)"
+        )

@@ -11,6 +11,7 @@ from mlx.utils import tree_flatten
 
 from ..errors import WeightsError
 from ..quantization import (
+    QuantSpec,
     cast_parameters,
     check_bits_group,
     describe,
@@ -39,47 +40,67 @@ def pytorch_to_mlx(
     num_slices = sum(1 for k in weights if re.fullmatch(r"linears\.\d+\.weight", k))
     out: dict[str, mx.array] = {}
     for key, value in weights.items():
-        if key.endswith(".alpha"):  # RMSNorm weight stored as (1, 1, D)
-            key, value = key[: -len(".alpha")] + ".weight", value.reshape(-1)
-        key = key.replace(".in_proj_weight", ".in_proj.weight")
-        if m := re.fullmatch(r"emb\.(\d+)\.weight", key):
-            out[f"audio_embs.{m[1]}.weight"] = value
-        elif key.startswith(
-            ("text_emb.", "text_linear.", "out_norm.", "transformer.", "extra_heads.")
-        ):
-            out[key] = value
-        elif m := re.fullmatch(r"depformer_in\.(\d+)\.weight", key):
-            out[f"depformer.slices.{m[1]}.linear_in.weight"] = value
-        elif m := re.fullmatch(r"linears\.(\d+)\.weight", key):
-            out[f"depformer.slices.{m[1]}.linear_out.weight"] = value
-        elif key == "depformer_text_emb.weight":
-            out["depformer.slices.0.emb.weight"] = value
-        elif m := re.fullmatch(r"depformer_emb\.(\d+)\.weight", key):
-            out[f"depformer.slices.{int(m[1]) + 1}.emb.weight"] = value
-        elif m := re.fullmatch(
-            r"depformer\.layers\.(\d+)\.gating\.(\d+)\.(\w+)\.weight", key
-        ):
-            layer, k, name = m.groups()
-            out[
-                f"depformer.slices.{k}.transformer.layers.{layer}.gating.{name}.weight"
-            ] = value
-        elif m := re.fullmatch(r"depformer\.layers\.(\d+)\.(norm[12]\.weight)", key):
-            for k in range(num_slices):
-                out[f"depformer.slices.{k}.transformer.layers.{m[1]}.{m[2]}"] = value
-        elif m := re.fullmatch(
-            r"depformer\.layers\.(\d+)\.(self_attn\.\w+\.weight)", key
-        ):
-            if num_slices == 0 or value.shape[0] % num_slices:
-                raise WeightsError(
-                    f"{source}: {key} does not split into {num_slices} slices"
-                )
-            for k, chunk in enumerate(mx.split(value, num_slices, axis=0)):
-                out[f"depformer.slices.{k}.transformer.layers.{m[1]}.{m[2]}"] = chunk
-        else:
-            raise WeightsError(
-                f"{source}: unexpected key {key!r} for a PyTorch Moshi checkpoint"
-            )
+        out.update(_mlx_entries(key, value, num_slices, source))
     return out
+
+
+def _mlx_entries(
+    key: str, value: mx.array, num_slices: int, source: str | Path
+) -> dict[str, mx.array]:
+    """The MLX names and tensors of one PyTorch tensor (see `pytorch_to_mlx`)."""
+    # RMSNorm weight stored as (1, 1, D)
+    if key.endswith(".alpha"):
+        key, value = key[: -len(".alpha")] + ".weight", value.reshape(-1)
+    key = key.replace(".in_proj_weight", ".in_proj.weight")
+    if m := re.fullmatch(r"emb\.(\d+)\.weight", key):
+        return {f"audio_embs.{m[1]}.weight": value}
+    if key.startswith(
+        ("text_emb.", "text_linear.", "out_norm.", "transformer.", "extra_heads.")
+    ):
+        return {key: value}
+    if m := re.fullmatch(r"depformer_in\.(\d+)\.weight", key):
+        return {f"depformer.slices.{m[1]}.linear_in.weight": value}
+    if m := re.fullmatch(r"linears\.(\d+)\.weight", key):
+        return {f"depformer.slices.{m[1]}.linear_out.weight": value}
+    if key == "depformer_text_emb.weight":
+        return {"depformer.slices.0.emb.weight": value}
+    if m := re.fullmatch(r"depformer_emb\.(\d+)\.weight", key):
+        return {f"depformer.slices.{int(m[1]) + 1}.emb.weight": value}
+    entries = _depformer_layer_entries(key, value, num_slices, source)
+    if entries is not None:
+        return entries
+    raise WeightsError(
+        f"{source}: unexpected key {key!r} for a PyTorch Moshi checkpoint"
+    )
+
+
+def _depformer_layer_entries(
+    key: str, value: mx.array, num_slices: int, source: str | Path
+) -> dict[str, mx.array] | None:
+    """A depformer layer tensor per slice: gating its own, norms copied, attention
+    split; None for a name that is none of these."""
+    if m := re.fullmatch(
+        r"depformer\.layers\.(\d+)\.gating\.(\d+)\.(\w+)\.weight", key
+    ):
+        layer, k, name = m.groups()
+        prefix = f"depformer.slices.{k}.transformer.layers.{layer}"
+        return {f"{prefix}.gating.{name}.weight": value}
+    if m := re.fullmatch(r"depformer\.layers\.(\d+)\.(norm[12]\.weight)", key):
+        return {
+            f"depformer.slices.{k}.transformer.layers.{m[1]}.{m[2]}": value
+            for k in range(num_slices)
+        }
+    if m := re.fullmatch(r"depformer\.layers\.(\d+)\.(self_attn\.\w+\.weight)", key):
+        if num_slices == 0 or value.shape[0] % num_slices:
+            raise WeightsError(
+                f"{source}: {key} does not split into {num_slices} slices"
+            )
+        chunks = mx.split(value, num_slices, axis=0)
+        return {
+            f"depformer.slices.{k}.transformer.layers.{m[1]}.{m[2]}": chunk
+            for k, chunk in enumerate(chunks)
+        }
+    return None
 
 
 def sanitize(weights: dict[str, mx.array]) -> dict[str, mx.array]:
@@ -127,18 +148,7 @@ def lm_from_weights(
     shapes = _shapes(model)
     spec = infer_quantization(weights, shapes, source)
     if quantize is not None:
-        check_bits_group(*quantize)
-        if spec and set(spec.values()) != {tuple(quantize)}:
-            raise WeightsError(
-                f"{source} is already quantized ({describe(spec)}), not "
-                f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
-                "pass the matching bits"
-            )
-        if not spec:
-            quantized = quantize_weights(weights, *quantize)
-            weights.clear()
-            weights = quantized
-            spec = infer_quantization(weights, shapes, source)
+        weights, spec = _quantized_on_load(weights, shapes, spec, quantize, source)
     quantize_layers(model, spec)
     load_strict(model, weights, source)
     weights.clear()
@@ -150,6 +160,29 @@ def lm_from_weights(
             progress(done, len(params))
     model.eval()
     return model
+
+
+def _quantized_on_load(
+    weights: dict[str, mx.array],
+    shapes: dict[str, tuple[int, ...]],
+    spec: QuantSpec,
+    quantize: tuple[int, int],
+    source: str | Path,
+) -> tuple[dict[str, mx.array], QuantSpec]:
+    """`weights` and their spec quantized to `quantize` (emptying the float dict);
+    as they are if already so quantized, a WeightsError if otherwise."""
+    check_bits_group(*quantize)
+    if spec and set(spec.values()) != {tuple(quantize)}:
+        raise WeightsError(
+            f"{source} is already quantized ({describe(spec)}), not "
+            f"{quantize[0]} bits, group {quantize[1]}; drop the quantize option or "
+            "pass the matching bits"
+        )
+    if spec:
+        return weights, spec
+    quantized = quantize_weights(weights, *quantize)
+    weights.clear()
+    return quantized, infer_quantization(quantized, shapes, source)
 
 
 def load_lm(

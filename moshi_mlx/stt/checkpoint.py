@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..lm import Lm, LmConfig, load_lm
 from ..mimi import Mimi, MimiConfig, open_mimi
 from ..text import Tokenizer
-from ..weights import check_dtype, hub_file, local_file
+from ..weights import check_dtype, hub_file, local_file, optional_local_file
 
 # English + French, 0.5 s delay, about 1B parameters
 DEFAULT_STT_REPO = "kyutai/stt-1b-en_fr-mlx"
@@ -99,11 +99,7 @@ def resolve_stt_checkpoint(
     mimi_weight = (
         find(request.mimi_weight, "--mimi-weight", "mimi_name") if with_mimi else None
     )
-    mimi_config = (
-        local_file(request.mimi_config, "--mimi-config")
-        if request.mimi_config
-        else None
-    )
+    mimi_config = optional_local_file(request.mimi_config, "--mimi-config")
     weight = find(request.weight, "--stt-weight", "moshi_name", WEIGHT_FILENAME)
     return SttCheckpoint(
         config, weight, tokenizer, mimi_weight, mimi_config, request.dtype
