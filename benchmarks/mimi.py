@@ -36,13 +36,23 @@ from moshi_mlx.benchmark.measure import (
 )
 from moshi_mlx.benchmark.report import print_table, write_json
 from moshi_mlx.blas import ENV_VAR
-from moshi_mlx.mimi import Mimi, MimiStream, open_mimi
+from moshi_mlx.mimi import Mimi, MimiConfig, MimiStream
+
+try:
+    from moshi_mlx.mimi import open_mimi
+except ImportError:
+    # a --compare-tree checkout from before open_mimi (a4ae5c2 has load_mimi)
+    open_mimi = None
 
 SETUPS = {"system": "", "reference": "reference"}  # value of MOSHI_MLX_BLAS
 
 
 def build(weight: Path | None, config: Path | None) -> Mimi:
     """The checkpoint, or seeded random weights of `config` (default official)."""
+    if open_mimi is None:
+        from moshi_mlx.mimi import load_mimi
+
+        return load_mimi(weight, MimiConfig.from_json_or_official(config))
     return open_mimi(weight, config, seed=0)
 
 

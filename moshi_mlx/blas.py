@@ -9,10 +9,10 @@ Accelerate and Metal there), when no OpenBLAS is installed (Debian/Ubuntu:
 `apt install libopenblas0-pthread`), when `mlx.core` was imported first, or with
 MOSHI_MLX_BLAS=reference. MOSHI_MLX_BLAS=/path/to/libopenblas.so picks a library.
 
-OpenBLAS then runs on one thread unless OPENBLAS_NUM_THREADS says otherwise:
-moshi_mlx's products are mostly weight-streaming ones that OpenBLAS does not
-thread, and its idle pool thread spins on the core MLX's own threads need
-(Mimi: 57 against 60 ms a frame in two interleaved runs, benchmarks/RESULTS.md).
+OpenBLAS then runs on one thread unless OPENBLAS_NUM_THREADS says otherwise: two
+threads make Mimi ~25 % faster while the second core is free, but as soon as
+another process takes a core their frames stall for hundreds of ms at the p95
+(one thread: ~30 ms), and a real-time loop lives by its p95 (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
