@@ -13,6 +13,12 @@ OpenBLAS then runs on one thread unless OPENBLAS_NUM_THREADS says otherwise: two
 threads make Mimi ~25 % faster while the second core is free, but as soon as
 another process takes a core their frames stall for hundreds of ms at the p95
 (one thread: ~30 ms), and a real-time loop lives by its p95 (benchmarks/RESULTS.md).
+
+On AMD CPUs with AVX-512 (Zen 4 and later) OpenBLAS releases before 0.3.22
+(Debian 12 ships 0.3.21) pick their Haswell kernels, without the small-matrix
+path that moshi_mlx's streaming products are cut for (modules/linear.py):
+OPENBLAS_CORETYPE=SkylakeX, set here unless the user set it, makes Mimi ~1.5x
+faster there. Intel CPUs are left to OpenBLAS's own detection.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import sys
 ENV_VAR = "MOSHI_MLX_BLAS"
 # the user's choice wins over moshi_mlx's one
 THREADS_VAR = "OPENBLAS_NUM_THREADS"
+CORETYPE_VAR = "OPENBLAS_CORETYPE"
 # Debian/Ubuntu, Fedora (pthreads)
 CANDIDATES = ("libopenblas.so.0", "libopenblasp.so.0")
+# the AVX-512 subsets OpenBLAS's SkylakeX kernels use
+SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 
 # the library in use, or None for the wheel's own BLAS
 loaded: str | None = None
@@ -52,6 +61,9 @@ def use_system_openblas() -> str | None:
         or "mlx.core" in sys.modules
     ):
         return loaded
+    core = core_type(read_cpuinfo())
+    if core is not None and CORETYPE_VAR not in os.environ:
+        os.environ[CORETYPE_VAR] = core
     for name in (choice,) if choice else CANDIDATES:
         try:
             library = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
@@ -69,3 +81,38 @@ def threads() -> int | None:
     if loaded is None:
         return None
     return ctypes.CDLL(loaded).openblas_get_num_threads()
+
+
+def core_type(cpuinfo: str) -> str | None:
+    """The OpenBLAS core type to ask for on the CPU `cpuinfo` (/proc/cpuinfo) describes:
+    "SkylakeX" on an AMD CPU with AVX-512, else None (OpenBLAS's own choice)."""
+    vendor, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id":
+            vendor = value.strip()
+        elif key == "flags":
+            flags = set(value.split())
+            break
+    if vendor == "AuthenticAMD" and SKYLAKEX_FLAGS <= flags:
+        return "SkylakeX"
+    return None
+
+
+def core_name() -> str | None:
+    """The kernels OpenBLAS runs (e.g. "Haswell", "SkylakeX"); None without it."""
+    if loaded is None:
+        return None
+    library = ctypes.CDLL(loaded)
+    library.openblas_get_corename.restype = ctypes.c_char_p
+    return library.openblas_get_corename().decode()
+
+
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            return file.read()
+    except OSError:
+        return ""

@@ -74,3 +74,49 @@ def test_openblas_runs_on_one_thread_unless_told():
         pytest.skip("no system OpenBLAS here")
     assert count == "1"
     assert run(OPENBLAS_NUM_THREADS="2")[1] == "2"
+
+
+def fake_cpuinfo(vendor: str, flags: str) -> str:
+    return (
+        f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: some CPU\n"
+        f"flags\t\t: fpu sse2 avx2 fma {flags}\n\nprocessor\t: 1\n"
+    )
+
+
+def test_avx512_kernels_are_asked_for_on_amd_cpus_only():
+    from moshi_mlx.blas import core_type
+
+    full = "avx512f avx512cd avx512bw avx512dq avx512vl avx512_bf16"
+    assert core_type(fake_cpuinfo("AuthenticAMD", full)) == "SkylakeX"
+    # a subset missing: the SkylakeX kernels would not run
+    assert core_type(fake_cpuinfo("AuthenticAMD", "avx512f avx512cd avx512bw")) is None
+    # OpenBLAS detects Intel's AVX-512 CPUs itself
+    assert core_type(fake_cpuinfo("GenuineIntel", full)) is None
+    assert core_type("") is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the route only exists on Linux")
+def test_the_users_core_type_wins():
+    probe = "import moshi_mlx; print(moshi_mlx.blas.loaded, moshi_mlx.blas.core_name())"
+
+    def run(**env: str) -> list[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        proc = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            env={**environ, **env},
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    loaded, chosen = run()
+    if loaded == "None":
+        pytest.skip("no system OpenBLAS here")
+    from moshi_mlx.blas import core_type, read_cpuinfo
+
+    if core_type(read_cpuinfo()) is not None:
+        assert chosen == "SkylakeX"
+    assert run(OPENBLAS_CORETYPE="Haswell")[1] == "Haswell"
