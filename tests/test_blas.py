@@ -18,18 +18,25 @@ PROBE = (
 )
 
 
-def _probe(**env: str) -> list[str]:
+def _run(code: str, unset: str = "", **env: str) -> list[str]:
+    """What `code` prints in a fresh interpreter, with `unset` removed from the
+    environment and `env` added."""
+    environ = {k: v for k, v in os.environ.items() if k != unset}
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", code],
         cwd=REPO_ROOT,
         capture_output=True,
         check=False,
         text=True,
-        env={**os.environ, **env},
+        env={**environ, **env},
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
+
+
+def _probe(**env: str) -> list[str]:
+    return _run(PROBE, **env)
 
 
 def test_reference_setting_keeps_the_bundled_blas():
@@ -57,17 +64,7 @@ def test_openblas_runs_on_one_thread_unless_told():
     probe = "import moshi_mlx; print(moshi_mlx.blas.loaded, moshi_mlx.blas.threads())"
 
     def run(**env: str) -> list[str]:
-        environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
-        proc = subprocess.run(
-            [sys.executable, "-c", probe],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            env={**environ, **env},
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.split()
+        return _run(probe, unset="OPENBLAS_NUM_THREADS", **env)
 
     loaded, count = run()
     if loaded == "None":
@@ -100,17 +97,7 @@ def test_the_users_core_type_wins():
     probe = "import moshi_mlx; print(moshi_mlx.blas.loaded, moshi_mlx.blas.core_name())"
 
     def run(**env: str) -> list[str]:
-        environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-        proc = subprocess.run(
-            [sys.executable, "-c", probe],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            env={**environ, **env},
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout.split()
+        return _run(probe, unset="OPENBLAS_CORETYPE", **env)
 
     loaded, chosen = run()
     if loaded == "None":
